@@ -1,0 +1,1 @@
+"""Operations: the local Kafka broker, load generation, benchmarks, the demo."""

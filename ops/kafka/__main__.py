@@ -1,0 +1,69 @@
+"""Command line for the local broker: ``python -m ops.kafka start|stop|status``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ops.kafka.launcher import DEFAULT_STATE_DIR, KAFKA_VERSION, BrokerError, LocalBroker, broker_answers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.kafka",
+        description=(
+            f"A single-node KRaft Apache Kafka {KAFKA_VERSION} broker on 127.0.0.1. "
+            "KAFKA_BOOTSTRAP names a running broker (nothing is started); KAFKA_HOME a Kafka install "
+            "to run; otherwise the official jars are fetched once from Maven Central."
+        ),
+    )
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "--state-dir", type=Path,
+        default=Path(os.environ.get("FRAUDSTREAM_KAFKA_STATE", DEFAULT_STATE_DIR)),
+        help="pid, ports, data and log of the broker (env FRAUDSTREAM_KAFKA_STATE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("FRAUDSTREAM_KAFKA_PORT", "9092")),
+        help="client port; 0 picks free ports (env FRAUDSTREAM_KAFKA_PORT; default %(default)s)",
+    )
+    parser.add_argument("--heap", default="512m", help="broker JVM heap (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to answer")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        ok = broker_answers(external, timeout_s=10.0)
+        print(f"KAFKA_BOOTSTRAP={external}: {'answers' if ok else 'does NOT answer'} (nothing started or stopped)")
+        return 0 if ok or args.command == "stop" else 1
+    broker = LocalBroker(args.state_dir, heap=args.heap)
+    try:
+        if args.command == "start":
+            t0 = time.monotonic()
+            info = broker.start(port=args.port, timeout_s=args.timeout)
+            print(f"broker ready at {info.bootstrap} (pid {info.pid}, {time.monotonic() - t0:.1f}s); "
+                  f"log {broker.log}", file=sys.stderr)
+            print(info.bootstrap)
+            return 0
+        if args.command == "stop":
+            print("broker stopped" if broker.stop() else "no broker running")
+            return 0
+        current = broker.running()
+        if current and broker_answers(current.bootstrap):
+            print(f"running at {current.bootstrap} (pid {current.pid})")
+            return 0
+        print("not running" if not current else f"process {current.pid} runs but does not answer")
+        return 3
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

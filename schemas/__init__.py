@@ -1,0 +1,1 @@
+"""Contracts shared by trainer and workers: messages, features, the model bundle."""

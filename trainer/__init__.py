@@ -1,0 +1,1 @@
+"""Offline trainer: simulated or user history, features, LightGBM, evaluation, ONNX bundle."""

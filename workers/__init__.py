@@ -1,0 +1,1 @@
+"""Faust stream workers: decode, online features, micro-batched ONNX scoring, publish."""
