@@ -162,7 +162,11 @@ def classpath() -> str:
 
 
 def new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: url-safe base64 of a random UUID, never starting with '-' (as Kafka's own)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def server_properties(state: Path, port: int, controller_port: int, extra: dict[str, str]) -> str:
@@ -244,7 +248,7 @@ class LocalBroker:
         props = self.state / "server.properties"
         props.write_text(server_properties(self.state, port, controller_port, {}))
         fmt = subprocess.run(
-            [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
              "-c", str(props), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
