@@ -1,0 +1,171 @@
+"""Every message on fraudstream's topics, defined once as JSON Schema (draft 2020-12).
+
+``python -m schemas.export`` writes them to ``schemas/json/`` (committed, with a test that they
+are current) so that clients in any language can use the topics. The limits below are also
+what ``schemas.validate`` enforces on every incoming transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_VERSION = 1
+ID_MAX_LEN = 64
+AMOUNT_MAX = 1_000_000.0          # 1 M per card transaction; more is a data error, not a purchase
+TS_MIN_MS = 946_684_800_000       # 2000-01-01T00:00:00Z
+TS_MAX_MS = 4_102_444_800_000     # 2100-01-01T00:00:00Z
+MAX_MESSAGE_BYTES = 4096
+
+JsonSchema = dict[str, Any]
+_BASE = "https://fraudstream.dev/schemas"
+
+
+def _id(desc: str) -> JsonSchema:
+    return {"type": "string", "minLength": 1, "maxLength": ID_MAX_LEN, "pattern": "^[\\x21-\\x7e]+$",
+            "description": desc}
+
+
+def _ts(desc: str) -> JsonSchema:
+    return {"type": "integer", "minimum": TS_MIN_MS, "maximum": TS_MAX_MS, "description": desc}
+
+
+def _obj(title: str, desc: str, props: dict[str, JsonSchema], required: list[str] | None = None,
+         extra: bool = False) -> JsonSchema:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{_BASE}/{title}.schema.json",
+        "title": title,
+        "description": desc,
+        "type": "object",
+        "properties": props,
+        "required": sorted(props) if required is None else required,
+        "additionalProperties": extra,
+    }
+
+
+def _sub(desc: str, props: dict[str, JsonSchema]) -> JsonSchema:
+    return {"type": "object", "description": desc, "properties": props, "required": sorted(props),
+            "additionalProperties": False}
+
+
+_AMOUNT: JsonSchema = {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX, "multipleOf": 0.01,
+                       "description": "amount in currency units with at most 2 decimals (cents exact)"}
+_SCHEMA_VERSION: JsonSchema = {"const": SCHEMA_VERSION, "description": "message schema version"}
+_PROB: JsonSchema = {"type": "number", "minimum": 0, "maximum": 1}
+
+TRANSACTION = _obj(
+    "Transaction",
+    "Topic `transactions`, key = customer_id (UTF-8). Extra fields are allowed and ignored.",
+    {
+        "tx_id": _id("unique transaction id"),
+        "ts": _ts("event time, epoch milliseconds UTC (weekend/night are computed in UTC)"),
+        "customer_id": _id("card/customer id; also the record key"),
+        "terminal_id": _id("terminal id"),
+        "amount": _AMOUNT,
+    },
+    extra=True,
+)
+
+LABEL = _obj(
+    "Label",
+    "Topic `fraud-labels`: the outcome of an investigation, published after the feedback delay. "
+    "key = terminal_id. `ts` is the transaction's event time.",
+    {
+        "tx_id": _id("transaction id"),
+        "customer_id": _id("customer id"),
+        "terminal_id": _id("terminal id"),
+        "ts": _ts("the transaction's event time, epoch ms UTC"),
+        "is_fraud": {"type": "integer", "enum": [0, 1]},
+    },
+    extra=True,
+)
+
+_TIMING = _sub("when the record was seen, epoch ms (wall clock of the worker host)", {
+    "input_ts": {"type": "integer", "description": "the input record's Kafka timestamp"},
+    "consumed_at": {"type": "integer", "description": "when the worker took it off the consumer"},
+    "scored_at": {"type": "integer", "description": "when its batch finished inference"},
+})
+
+SCORE = _obj(
+    "Score",
+    "Topics `scores` (every transaction) and `fraud-flags` (only flag = true). key = tx_id.",
+    {
+        "schema_version": _SCHEMA_VERSION,
+        "tx_id": _id("transaction id"),
+        "customer_id": _id("customer id"),
+        "terminal_id": _id("terminal id"),
+        "ts": _ts("the transaction's event time"),
+        "amount": _AMOUNT,
+        "score": {**_PROB, "description": "fraud probability from the model"},
+        "threshold": {**_PROB, "description": "the bundle's decision threshold; flag = score >= threshold"},
+        "flag": {"type": "boolean"},
+        "model_version": {"type": "string", "minLength": 1},
+        "worker_id": {"type": "string", "minLength": 1},
+        "timing": _TIMING,
+    },
+)
+
+_HIST: JsonSchema = _sub("an HdrHistogram, mergeable across workers", {
+    "encoding": {"const": "hdrhistogram-v2-base64",
+                 "description": "HdrHistogram V2 compressed encoding (as `hdrh` and the Java/Go ports use)"},
+    "unit": {"type": "string", "enum": ["us", "count"]},
+    "data": {"type": "string"},
+})
+_NONNEG: JsonSchema = {"type": "number", "minimum": 0}
+
+
+def _dist(desc: str) -> JsonSchema:
+    return _sub(desc, {"count": {"type": "integer", "minimum": 0}, "p50": _NONNEG, "p95": _NONNEG,
+                       "p99": _NONNEG, "max": _NONNEG, "mean": _NONNEG, "histogram": _HIST})
+
+
+LATENCY_STATS = _obj(
+    "LatencyStats",
+    "Topic `latency-stats`: one summary per worker per interval. key = worker_id. "
+    "Latencies in milliseconds; histograms in microseconds, mergeable.",
+    {
+        "schema_version": _SCHEMA_VERSION,
+        "worker_id": {"type": "string", "minLength": 1},
+        "interval": _sub("the interval, epoch ms", {"start": {"type": "integer"}, "end": {"type": "integer"}}),
+        "counts": _sub("records in the interval", {
+            k: {"type": "integer", "minimum": 0}
+            for k in ("in", "scored", "flagged", "dead_lettered", "redelivered")
+        }),
+        "throughput_per_s": _NONNEG,
+        "batch_size": _dist("records per inference batch"),
+        "e2e_ms": _dist("input record timestamp -> broker ack of its output"),
+        "queue_ms": _dist("input record timestamp -> start of its batch's inference"),
+        "inference_ms": _dist("ONNX Runtime run time per batch"),
+        "provider": {"type": "string", "description": "the execution provider the session actually loaded"},
+        "model_version": {"type": "string"},
+    },
+)
+
+DEAD_LETTER_HEADERS = {
+    "dlq.reason": "machine-readable reason code (see schemas.validate.REASONS)",
+    "dlq.detail": "human-readable detail",
+    "dlq.source.topic": "topic of the original record",
+    "dlq.source.partition": "partition of the original record (decimal)",
+    "dlq.source.offset": "offset of the original record (decimal)",
+    "dlq.worker": "worker id that dead-lettered it",
+}
+
+DEAD_LETTER = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": f"{_BASE}/DeadLetter.schema.json",
+    "title": "DeadLetter",
+    "description": "Topic `transactions.dlq`. The record VALUE is the original bytes, never re-encoded, and the key "
+                   "the original key. This schema describes the record HEADERS as a name -> UTF-8 string map.",
+    "type": "object",
+    "properties": {k: {"type": "string", "description": v} for k, v in DEAD_LETTER_HEADERS.items()},
+    "required": ["dlq.reason", "dlq.source.topic", "dlq.source.partition", "dlq.source.offset"],
+    "additionalProperties": True,
+}
+
+ALL: dict[str, JsonSchema] = {
+    "Transaction": TRANSACTION,
+    "Label": LABEL,
+    "Score": SCORE,
+    "LatencyStats": LATENCY_STATS,
+    "DeadLetter": DEAD_LETTER,
+}

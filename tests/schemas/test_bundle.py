@@ -1,0 +1,81 @@
+"""Bundle loading refuses what is missing, corrupt, unsigned, wrongly signed or incompatible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas.bundle import MANIFEST, load_bundle, seal
+from schemas.errors import BundleError
+
+KEY = b"s3cret-key"
+
+
+def _bundle(tmp_path: Path, key: bytes | None = None) -> Path:
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"onnx bytes")
+    (d / "model.lgb.txt").write_text("tree")
+    seal(d, {"model_version": "m1", "threshold": {"value": 0.5}}, key=key)
+    return d
+
+
+def test_good_bundle_loads(tmp_path: Path) -> None:
+    b = load_bundle(_bundle(tmp_path))
+    assert b.model_version == "m1" and b.threshold == 0.5 and not b.signed
+    assert set(b.manifest["files"]) == {"model.onnx", "model.lgb.txt"}
+
+
+def test_missing_bundle_and_manifest(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match=r"model\.json is missing"):
+        load_bundle(tmp_path)
+
+
+def test_corrupt_file_is_named(tmp_path: Path) -> None:
+    d = _bundle(tmp_path)
+    (d / "model.onnx").write_bytes(b"onnx bytez")
+    with pytest.raises(BundleError, match=r"model\.onnx is corrupt"):
+        load_bundle(d)
+
+
+def test_missing_file_and_corrupt_manifest(tmp_path: Path) -> None:
+    d = _bundle(tmp_path)
+    (d / "model.lgb.txt").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(d)
+    (d / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(d)
+
+
+def test_wrong_feature_version_is_refused(tmp_path: Path) -> None:
+    d = _bundle(tmp_path)
+    m = json.loads((d / MANIFEST).read_text())
+    m["feature_set"]["version"] = "fs0-old"
+    (d / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="feature set 'fs0-old'"):
+        load_bundle(d)
+
+
+def test_signatures(tmp_path: Path) -> None:
+    unsigned = _bundle(tmp_path)
+    with pytest.raises(BundleError, match="not signed"):
+        load_bundle(unsigned, key=KEY, require_signature=True)
+    signed_dir = tmp_path / "s"
+    signed_dir.mkdir()
+    signed = _bundle(signed_dir, key=KEY)
+    assert load_bundle(signed, key=KEY, require_signature=True).signed
+    with pytest.raises(BundleError, match="wrong signature"):
+        load_bundle(signed, key=b"other", require_signature=True)
+    # Tampering with the manifest (e.g. the threshold) breaks the signature.
+    m = json.loads((signed / MANIFEST).read_text())
+    m["threshold"]["value"] = 0.99
+    (signed / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="wrong signature"):
+        load_bundle(signed, key=KEY)
+    with pytest.raises(BundleError, match="no signing key"):
+        load_bundle(signed, key=None, require_signature=True)
