@@ -1,0 +1,276 @@
+"""``python -m trainer {simulate,train,evaluate,export,run}`` — every option has an env variable.
+
+- ``simulate``: write the handbook simulator's history to Parquet.
+- ``train``: fit, evaluate and write a model bundle from Parquet files (or a fresh simulation).
+- ``evaluate``: the handbook protocol over several simulator seeds: mean and std, no bundle.
+- ``export``: re-export a bundle's native model to ONNX, re-check parity, re-seal the bundle.
+- ``run``: simulate, then train (the book's defaults; ``--quick`` for a small, fast version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import FraudstreamError
+from schemas.settings import add, positive_int
+from trainer.fit import FitParams
+from trainer.simulate import SimConfig
+
+QUICK = SimConfig(customers=1000, terminals=2000, days=84, seed=0)
+
+
+def _log(msg: str) -> None:
+    print(f"[trainer] {msg}", file=sys.stderr, flush=True)
+
+
+def _sim_options(p: argparse.ArgumentParser) -> None:
+    d = SimConfig()
+    add(p, "--customers", "FRAUDSTREAM_SIM_CUSTOMERS", d.customers, "simulated customers", positive_int)
+    add(p, "--terminals", "FRAUDSTREAM_SIM_TERMINALS", d.terminals, "simulated terminals", positive_int)
+    add(p, "--days", "FRAUDSTREAM_SIM_DAYS", d.days, "simulated days", positive_int)
+    add(p, "--start", "FRAUDSTREAM_SIM_START", d.start, "first simulated day (UTC date)")
+    add(p, "--seed", "FRAUDSTREAM_SIM_SEED", d.seed, "simulator seed", int)
+    p.add_argument("--quick", action="store_true",
+                   help=f"small and fast: {QUICK.customers} customers, {QUICK.terminals} terminals, {QUICK.days} days")
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    d = FitParams()
+    helps = {
+        "rounds": "maximum boosting rounds", "learning_rate": "learning rate", "num_leaves": "leaves per tree",
+        "max_depth": "maximum tree depth (bounded for the tensorized GPU graph)",
+        "min_child_samples": "minimum rows per leaf", "feature_fraction": "features sampled per tree",
+        "bagging_fraction": "rows sampled per tree", "lambda_l2": "L2 regularisation",
+        "class_weight": "fraud class weight: none | sqrt (sqrt of neg/pos) | balanced (neg/pos)",
+        "early_stopping": "stop after this many rounds without validation AP gain", "seed": "LightGBM seed",
+        "threads": "LightGBM threads (0: all cores)",
+    }
+    for f in fields(FitParams):
+        default = getattr(d, f.name)
+        name = f"lgb_{f.name}" if f.name in ("seed", "threads") else f.name
+        add(p, f"--{name.replace('_', '-')}", f"FRAUDSTREAM_{name.upper()}", default, helps[f.name],
+            type(default), dest=f"fit_{f.name}")
+    add(p, "--alert-budget", "FRAUDSTREAM_ALERT_BUDGET", 100,
+        "decision threshold rule: at most this many alerts per day (mean over the delay window)", positive_int)
+    add(p, "--folds", "FRAUDSTREAM_FOLDS", 4, "prequential folds (0: none)", int)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    add(p, "--transactions", "FRAUDSTREAM_TRANSACTIONS", None, "transactions Parquet file (else simulate)", Path)
+    add(p, "--labels", "FRAUDSTREAM_LABELS", None, "labels Parquet file", Path)
+
+
+def _bundle_options(p: argparse.ArgumentParser) -> None:
+    add(p, "--out", "FRAUDSTREAM_BUNDLES", Path("bundles"), "directory of model bundles", Path)
+    p.add_argument("--sign", action="store_true",
+                   help="sign the bundle with HMAC-SHA256 using the key in env FRAUDSTREAM_BUNDLE_KEY")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="write simulated transactions and labels to Parquet")
+    _sim_options(sim)
+    add(sim, "--data-dir", "FRAUDSTREAM_DATA", Path("data"), "where to write the Parquet files", Path)
+    train = sub.add_parser("train", help="fit, evaluate, and write a model bundle")
+    _data_options(train)
+    _sim_options(train)
+    _fit_options(train)
+    _bundle_options(train)
+    run = sub.add_parser("run", help="simulate, then train (all steps)")
+    _sim_options(run)
+    _fit_options(run)
+    _bundle_options(run)
+    add(run, "--data-dir", "FRAUDSTREAM_DATA", Path("data"), "where to write the simulated Parquet files", Path)
+    ev = sub.add_parser("evaluate", help="handbook protocol over several simulator seeds (mean, std)")
+    _sim_options(ev)
+    _fit_options(ev)
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulator seeds (default 0 1 2)")
+    add(ev, "--json-out", "FRAUDSTREAM_EVAL_JSON", None, "write the results as JSON here", Path)
+    ex = sub.add_parser("export", help="re-export a bundle's LightGBM model to ONNX, check parity, re-seal")
+    ex.add_argument("bundle", type=Path, help="bundle directory")
+    return parser
+
+
+def _sim_config(args: argparse.Namespace, seed: int | None = None) -> SimConfig:
+    if args.quick:
+        return SimConfig(QUICK.customers, QUICK.terminals, QUICK.days, args.start,
+                         args.seed if seed is None else seed)
+    return SimConfig(args.customers, args.terminals, args.days, args.start, args.seed if seed is None else seed)
+
+
+def _fit_params(args: argparse.Namespace) -> FitParams:
+    return FitParams(**{f.name: getattr(args, f"fit_{f.name}") for f in fields(FitParams)})
+
+
+def _key(args: argparse.Namespace) -> bytes | None:
+    if not getattr(args, "sign", False):
+        return None
+    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY", "")
+    if len(key) < 16:
+        raise FraudstreamError("--sign needs FRAUDSTREAM_BUNDLE_KEY set to a secret of at least 16 characters")
+    return key.encode()
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[trainer] fitting"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[metric]}"), TimeElapsedColumn(), transient=True)
+
+
+def _simulate(cfg: SimConfig) -> tuple[Any, Any]:
+    from trainer.simulate import labels_of, simulate
+
+    t0 = time.monotonic()
+    h = simulate(cfg)
+    _log(f"simulated {len(h)} transactions ({h.is_fraud.mean():.2%} fraud), {cfg.customers} customers, "
+         f"{cfg.terminals} terminals, {cfg.days} days from {cfg.start}, seed {cfg.seed} "
+         f"({time.monotonic() - t0:.1f}s)")
+    return h, labels_of(h)
+
+
+def _train(args: argparse.Namespace, history: Any, labels: Any, facts: dict[str, Any]) -> Path:
+    from trainer.pipeline import Dataset, default_split, train_and_evaluate, write_bundle
+
+    key = _key(args)
+    t0 = time.monotonic()
+    ds = Dataset.build(history, labels)
+    _log(f"features: {ds.x.shape[0]} rows x {ds.x.shape[1]} ({time.monotonic() - t0:.1f}s)")
+    params = _fit_params(args)
+    with _progress() as bar:
+        task = bar.add_task("fit", total=params.rounds, metric="")
+
+        def progress(i: int, total: int, metrics: dict[str, float]) -> None:
+            shown = " ".join(f"{k.split(':')[1]}={v:.4f}" for k, v in metrics.items())
+            bar.update(task, completed=i, total=total, metric=shown)
+
+        trained = train_and_evaluate(ds, default_split(history), params, args.alert_budget, args.folds, _log,
+                                     progress, facts)
+    for m in trained.report.models:
+        _log(f"{m.name}: " + " | ".join(
+            f"{part} AUC {getattr(m, part).auc:.3f} AP {getattr(m, part).ap:.3f} CP@100 {getattr(m, part).cp100:.3f}"
+            for part in ("train", "validation", "test")))
+    th = trained.threshold
+    _log(f"threshold {th.value:.6f} ({th.rule}, budget {th.budget_per_day}/day, "
+         f"expected {th.expected_alerts_per_day:.1f} alerts/day)")
+    bundle = write_bundle(trained, args.out, key, _log)
+    _log(f"bundle written: {bundle} ({time.monotonic() - t0:.1f}s total)")
+    print(bundle)
+    return bundle
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from trainer.data import write_history
+
+    cfg = _sim_config(args)
+    h, _ = _simulate(cfg)
+    tx, lab = write_history(h, args.data_dir)
+    _log(f"wrote {tx} and {lab}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.transactions or args.labels:
+        from trainer.data import load_history
+
+        if not (args.transactions and args.labels):
+            raise FraudstreamError("--transactions and --labels go together")
+        loaded = load_history(args.transactions, args.labels)
+        _log(f"loaded {args.transactions}, {args.labels}: {loaded.report}")
+        _train(args, loaded.history, loaded.labels, {"source": "files", "transactions": str(args.transactions)})
+        return 0
+    cfg = _sim_config(args)
+    h, lab = _simulate(cfg)
+    _train(args, h, lab, {"source": "simulator", **{f.name: getattr(cfg, f.name) for f in fields(SimConfig)},
+                          "transactions": len(h), "fraud_rate": float(h.is_fraud.mean())})
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trainer.data import write_history
+
+    cfg = _sim_config(args)
+    h, lab = _simulate(cfg)
+    write_history(h, args.data_dir)
+    _log(f"wrote the history to {args.data_dir}/ (the load generator replays it)")
+    _train(args, h, lab, {"source": "simulator", **{f.name: getattr(cfg, f.name) for f in fields(SimConfig)},
+                          "transactions": len(h), "fraud_rate": float(h.is_fraud.mean())})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainer.pipeline import Dataset, default_split, fit_logistic, fit_split, test_mask
+    from trainer.report import PUBLISHED
+
+    params = _fit_params(args)
+    rows: dict[str, list[tuple[float, float, float]]] = {"lightgbm": [], "logistic": []}
+    for seed in args.seeds:
+        h, lab = _simulate(_sim_config(args, seed))
+        ds = Dataset.build(h, lab)
+        split = default_split(h)
+        mask = test_mask(ds, split)
+        fitted = fit_split(ds, split, params)
+        for name, scores in (("lightgbm", fitted.predict(ds.x[mask])),
+                             ("logistic", fit_logistic(ds, split, params.seed)(ds.x[mask]))):
+            m = ds.metrics(mask, scores)
+            rows[name].append((m.auc, m.ap, m.cp100))
+            _log(f"seed {seed} {name}: AUC {m.auc:.4f} AP {m.ap:.4f} CP@100 {m.cp100:.4f} "
+                 f"(test {split.test.label()}, {m.n} tx, {m.n_fraud} fraud)")
+    result: dict[str, Any] = {"seeds": args.seeds, "params": params.as_dict(), "models": {}}
+    print(f"{'model':34} {'AUC':>15} {'AP':>15} {'CP@100':>15}")
+    for name, vals in rows.items():
+        a = np.asarray(vals)
+        mean, std = a.mean(axis=0), a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(3)
+        result["models"][name] = {"mean": mean.tolist(), "std": std.tolist(), "per_seed": vals}
+        print(f"{name + ' (ours, mean ± std)':34} " + " ".join(f"{m:.3f} ± {s:.3f}".rjust(15) for m, s in zip(mean, std,
+                                                                                                          strict=True)))
+    for name, (auc, ap, cp) in PUBLISHED.items():
+        print(f"{name:34} {auc:>15.3f} {ap:>15.3f} {cp:>15.3f}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import lightgbm as lgb
+    import onnx
+
+    from schemas.bundle import load_bundle, seal
+    from trainer.export import check_parity, edge_rows, to_onnx
+
+    bundle = load_bundle(args.bundle)
+    booster = lgb.Booster(model_file=str(bundle.path / "model.lgb.txt"))
+    model = to_onnx(booster)
+    rng = np.random.default_rng(0)
+    probe = rng.gamma(2.0, 20.0, size=(5000, booster.num_feature())).astype(np.float32)
+    parity = check_parity(booster, model, np.vstack([probe, edge_rows(booster, probe, rng)]))
+    onnx.save(model, str(bundle.path / "model.onnx"))
+    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY", "").encode() if bundle.signed else None
+    seal(bundle.path, {**bundle.manifest, "parity": {"rows": parity.rows, "edge_rows": parity.edge_rows,
+                                                      "max_abs_diff": parity.max_abs_diff}}, key or None)
+    _log(f"re-exported {bundle.path}: parity max |diff| {parity.max_abs_diff:.2e} over {parity.rows} rows")
+    return 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "run": cmd_run, "evaluate": cmd_evaluate,
+            "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (FraudstreamError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

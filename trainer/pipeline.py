@@ -1,0 +1,251 @@
+"""The trainer's steps, end to end: features -> split -> fit -> evaluate -> threshold -> export -> bundle.
+
+Each step is a plain function; ``trainer.cli`` wires them to subcommands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+import onnx
+import sklearn
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from schemas.bundle import seal
+from schemas.errors import DataQualityError
+from schemas.features import DAY_MS, FEATURE_VERSION, offline_features
+from trainer.evaluate import (
+    Metrics,
+    Split,
+    Window,
+    evaluate,
+    handbook_split,
+    known_compromised_filter,
+    prequential_folds,
+)
+from trainer.export import Parity, check_parity, to_onnx, trimmed
+from trainer.fit import FitParams, Fitted, Progress, fit
+from trainer.report import FoldResult, ModelResult, ReportInput, plot_curves, write_report
+from trainer.simulate import History, Labels
+from trainer.threshold import Threshold, choose_threshold
+
+F32 = npt.NDArray[np.float32]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    history: History
+    labels: Labels
+    x: F32
+    day: npt.NDArray[np.int64]
+
+    @staticmethod
+    def build(history: History, labels: Labels) -> Dataset:
+        x = offline_features(history.tx_id, history.ts, history.customer_id, history.terminal_id,
+                             history.amount_cents, labels.terminal_id, labels.ts, labels.is_fraud)
+        return Dataset(history, labels, x, history.ts // DAY_MS)
+
+    def rows(self, w: Window) -> npt.NDArray[np.bool_]:
+        return w.contains(self.history.ts)
+
+    def metrics(self, mask: npt.NDArray[np.bool_], score: npt.NDArray[np.floating[Any]]) -> Metrics:
+        h = self.history
+        return evaluate(h.is_fraud[mask], score, self.day[mask], h.customer_id[mask])
+
+
+def default_split(history: History) -> Split:
+    """The handbook's book split when the data covers it, else the latest whole-week split."""
+    book = handbook_split()
+    lo, hi = int(history.ts.min()), int(history.ts.max())
+    if lo <= book.validation.start_ms and book.test.end_ms <= hi + 1:
+        return book
+    test_end = (hi + 1) // DAY_MS * DAY_MS  # the last whole day ends at midnight
+    return prequential_folds(test_end - 7 * DAY_MS, 1)[0]
+
+
+def check_split(ds: Dataset, split: Split) -> None:
+    lo = int(ds.history.ts.min())
+    problems = []
+    if split.validation.start_ms < lo:
+        problems.append(f"the validation window starts {split.validation.label()}, before the data ({lo} ms)")
+    for name, w in split.windows().items():
+        mask = ds.rows(w)
+        if not mask.any():
+            problems.append(f"the {name} window {w.label()} has no transactions")
+        elif name != "delay" and not ds.history.is_fraud[mask].any():
+            problems.append(f"the {name} window {w.label()} has no fraud")
+    if problems:
+        raise DataQualityError("the evaluation windows do not fit the data:\n  - " + "\n  - ".join(problems))
+
+
+def test_mask(ds: Dataset, split: Split) -> npt.NDArray[np.bool_]:
+    """Test rows, minus the cards already known compromised (the handbook's rule)."""
+    mask = ds.rows(split.test)
+    h, lab = ds.history, ds.labels
+    keep = known_compromised_filter(h.customer_id[mask], h.ts[mask], lab.customer_id, lab.ts, lab.is_fraud,
+                                    lab.available_at, since_ms=split.train.start_ms)
+    out = np.zeros_like(mask)
+    out[np.flatnonzero(mask)[keep]] = True
+    return out
+
+
+def fit_split(ds: Dataset, split: Split, params: FitParams, progress: Progress | None = None) -> Fitted:
+    tr, va = ds.rows(split.train), ds.rows(split.validation)
+    y = ds.history.is_fraud
+    return fit(ds.x[tr], y[tr], ds.x[va], y[va], params, progress)
+
+
+def fit_logistic(ds: Dataset, split: Split, seed: int = 0) -> Callable[[F32], npt.NDArray[np.float64]]:
+    """The baseline: standardised features, logistic regression, same train window."""
+    tr = ds.rows(split.train)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(ds.x[tr], ds.history.is_fraud[tr])
+
+    def predict(x: F32) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = model.predict_proba(x)[:, 1]
+        return out
+
+    return predict
+
+
+def model_result(name: str, ds: Dataset, split: Split, predict: Callable[[F32], npt.NDArray[np.float64]],
+                 folds: list[FoldResult]) -> ModelResult:
+    def on(mask: npt.NDArray[np.bool_]) -> Metrics:
+        return ds.metrics(mask, predict(ds.x[mask]))
+
+    return ModelResult(name, train=on(ds.rows(split.train)), validation=on(ds.rows(split.validation)),
+                       test=on(test_mask(ds, split)), folds=folds)
+
+
+def prequential(ds: Dataset, split: Split, params: FitParams, n_folds: int, log: Log) -> dict[str, list[FoldResult]]:
+    """Test metrics of LightGBM and the baseline on ``n_folds`` folds ending at the split's test."""
+    out: dict[str, list[FoldResult]] = {"lightgbm": [], "logistic": []}
+    lo = int(ds.history.ts.min())
+    for i, fold in enumerate(prequential_folds(split.test.start_ms, n_folds)):
+        if fold.validation.start_ms < lo:
+            log(f"  fold {i}: starts before the data, skipped")
+            continue
+        fitted = fit_split(ds, fold, params)
+        mask = test_mask(ds, fold)
+        out["lightgbm"].append(FoldResult(fold, ds.metrics(mask, fitted.predict(ds.x[mask]))))
+        lr = fit_logistic(ds, fold, params.seed)
+        out["logistic"].append(FoldResult(fold, ds.metrics(mask, lr(ds.x[mask]))))
+        m = out["lightgbm"][-1].test
+        log(f"  fold {i} test {fold.test.label()}: AUC {m.auc:.3f} AP {m.ap:.3f} CP@100 {m.cp100:.3f}")
+    return out
+
+
+@dataclass
+class Trained:
+    ds: Dataset
+    split: Split
+    params: FitParams
+    fitted: Fitted
+    booster: lgb.Booster
+    report: ReportInput
+    threshold: Threshold
+    curves: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.float64]]] = field(default_factory=dict)
+
+
+def train_and_evaluate(ds: Dataset, split: Split, params: FitParams, budget_per_day: int, n_folds: int,
+                       log: Log, progress: Progress | None = None, data_facts: dict[str, Any] | None = None) -> Trained:
+    check_split(ds, split)
+    log(f"split: validation {split.validation.label()} | train {split.train.label()} | "
+        f"delay {split.delay.label()} | test {split.test.label()}")
+    fitted = fit_split(ds, split, params, progress)
+    booster = trimmed(fitted.booster, fitted.best_iteration)
+    log(f"fitted: {fitted.best_iteration} trees (early stopping on validation), fraud weight {fitted.pos_weight:.2f}")
+
+    def lgb_predict(x: F32) -> npt.NDArray[np.float64]:
+        return np.asarray(booster.predict(x), dtype=np.float64)
+
+    lr = fit_logistic(ds, split, params.seed)
+    folds = prequential(ds, split, params, n_folds, log) if n_folds > 0 else {"lightgbm": [], "logistic": []}
+    ours = model_result("fraudstream LightGBM", ds, split, lgb_predict, folds["lightgbm"])
+    base = model_result("logistic regression (same split)", ds, split, lr, folds["logistic"])
+    # Threshold: a daily alert budget on the delay window, the latest data the model would see
+    # before going live (scores only: the rule needs no labels).
+    delay = ds.rows(split.delay)
+    threshold = choose_threshold(lgb_predict(ds.x[delay]).astype(np.float32), ds.day[delay], budget_per_day,
+                                 ds.history.is_fraud[delay])
+    tm = test_mask(ds, split)
+    y_test = ds.history.is_fraud[tm]
+    curves = {"LightGBM": (y_test, lgb_predict(ds.x[tm])), "logistic regression": (y_test, lr(ds.x[tm]))}
+    report = ReportInput(split=split, models=[ours, base], threshold=threshold,
+                         params={**params.as_dict(), "best_iteration": fitted.best_iteration,
+                                 "pos_weight": fitted.pos_weight},
+                         data=data_facts or {})
+    return Trained(ds, split, params, fitted, booster, report, threshold, curves)
+
+
+def library_versions() -> dict[str, str]:
+    import onnxmltools
+    import onnxruntime
+
+    return {"python": platform.python_version(), "lightgbm": lgb.__version__, "onnx": onnx.__version__,
+            "onnxmltools": onnxmltools.__version__, "onnxruntime": onnxruntime.__version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def write_bundle(t: Trained, out_root: Path, key: bytes | None, log: Log) -> Path:
+    """Export, check parity, then write the bundle. Nothing is written unless every check passed."""
+    t0 = time.monotonic()
+    model = to_onnx(t.booster)
+    tm = test_mask(t.ds, t.split)
+    parity: Parity = check_parity(t.booster, model, t.ds.x[tm])
+    log(f"ONNX parity: {parity.rows} rows ({parity.edge_rows} edge rows), max |diff| {parity.max_abs_diff:.2e} "
+        f"({time.monotonic() - t0:.1f}s)")
+    created = dt.datetime.now(dt.UTC)
+    version = f"{created:%Y%m%dT%H%M%SZ}-{FEATURE_VERSION[-6:]}"
+    final = out_root / version
+    staging = out_root / f".{version}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        onnx.save(model, str(staging / "model.onnx"))
+        t.booster.save_model(str(staging / "model.lgb.txt"))
+        write_report(staging, t.report)
+        plot_curves(staging, t.curves)
+        report_json = json.loads((staging / "report.json").read_text())
+        manifest = {
+            "model_version": version,
+            "created_at": created.isoformat(),
+            "threshold": {"value": t.threshold.value, "rule": t.threshold.rule,
+                          "budget_per_day": t.threshold.budget_per_day,
+                          "expected_alerts_per_day": t.threshold.expected_alerts_per_day,
+                          "compare": "float32(score) >= value"},
+            "metrics": report_json.get("models", []),
+            "params": t.report.params,
+            "data_window": {name: {"start_ms": w.start_ms, "end_ms": w.end_ms, "label": w.label()}
+                            for name, w in t.split.windows().items()},
+            "data": dict(t.report.data),
+            "parity": {"rows": parity.rows, "edge_rows": parity.edge_rows, "max_abs_diff": parity.max_abs_diff},
+            "onnx": {"file": "model.onnx", "input": "input", "output": "probabilities", "opset": 15,
+                     "graph": "TreeEnsembleClassifier"},
+            "library_versions": library_versions(),
+        }
+        seal(staging, manifest, key)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    latest = out_root / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(final.name)
+    return final
