@@ -48,7 +48,7 @@ def _sub(desc: str, props: dict[str, JsonSchema]) -> JsonSchema:
             "additionalProperties": False}
 
 
-_AMOUNT: JsonSchema = {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX, "multipleOf": 0.01,
+_AMOUNT: JsonSchema = {"type": "number", "exclusiveMinimum": 0, "maximum": AMOUNT_MAX,
                        "description": "amount in currency units with at most 2 decimals (cents exact)"}
 _SCHEMA_VERSION: JsonSchema = {"const": SCHEMA_VERSION, "description": "message schema version"}
 _PROB: JsonSchema = {"type": "number", "minimum": 0, "maximum": 1}

@@ -30,6 +30,8 @@ REASONS = {
     "key_mismatch": "the record key is not the transaction's customer_id",
     "duplicate_tx_id": "a transaction with this tx_id was already seen at another offset",
     "scoring_failed": "scoring failed after retries",
+    "terminal_state_not_final": "the terminal day buckets the features need were not final within the wait bound",
+    "bad_label": "a label record is malformed",
 }
 
 

@@ -31,7 +31,7 @@ def test_transaction_schema_accepts_and_refuses() -> None:
     assert v.is_valid(good)
     assert v.is_valid({**good, "extra": {"nested": True}})
     for bad in ({**good, "amount": -1}, {**good, "ts": "x"}, {k: good[k] for k in ("tx_id", "ts")},
-                {**good, "customer_id": ""}, {**good, "amount": 1.234}):
+                {**good, "customer_id": ""}):
         assert not v.is_valid(bad), bad
 
 

@@ -1,0 +1,1 @@
+"""Replay transactions and their labels into Kafka, interleaved in event time."""

@@ -1,0 +1,204 @@
+"""The worker end to end on the real broker, as a subprocess.
+
+45+ simulated days of a small population, transactions and labels interleaved in event time,
+malformed records mixed in. Every transaction is scored exactly once, with the trainer's offline
+score; flags are the scores at or above the threshold; stats hold their invariants; bad records
+are dead-lettered with reasons; a graceful restart mid-stream changes no score.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from ops.loadgen.replay import events, produce
+from schemas.bundle import Bundle, load_bundle
+from schemas.features import FEEDBACK_DELAY_DAYS, offline_features
+from schemas.messages import LATENCY_STATS, SCORE
+from trainer.export import onnx_scores
+from trainer.simulate import History, Labels, SimConfig, labels_of, simulate
+
+pytestmark = pytest.mark.integration
+
+GOOD = {"tx_id": "x", "ts": 1_522_540_800_000, "customer_id": "c0", "terminal_id": "t0", "amount": 10.0}
+MALFORMED: list[tuple[bytes | None, bytes, str]] = [
+    (b"c0", b"{not json", "bad_json"),
+    (b"c0", orjson.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "missing_field"),
+    (b"c0", orjson.dumps({**GOOD, "ts": "yesterday"}), "bad_type"),
+    (b"c0", b'{"tx_id":"n","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":NaN}', "bad_json"),
+    (b"c0", orjson.dumps({**GOOD, "amount": 1e308 * 10 if False else 2e9}), "bad_amount"),
+    (b"c0", orjson.dumps({**GOOD, "amount": -3.5}), "bad_amount"),
+    (b"c0", b"", "empty"),
+    (b"c0", b"x" * 10_000, "too_large"),
+    (b"c0", b"\xff\xfe\xfa", "not_utf8"),
+]
+
+
+@dataclass
+class Run:
+    bootstrap: str
+    topics: dict[str, str]
+    group: str
+    bundle: Bundle
+    tmp: Path
+
+    def args(self) -> list[str]:
+        t = self.topics
+        return ["--bootstrap", self.bootstrap, "--bundle", str(self.bundle.path), "--group-id", self.group,
+                "--topic-transactions", t["transactions"], "--topic-labels", t["labels"],
+                "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
+                "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
+                "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", "500",
+                "--terminal-wait-s", "60"]
+
+    def start(self, worker_id: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{worker_id}.log", "ab")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen([sys.executable, "-m", "workers", *self.args(), "--worker-id", worker_id],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def log(self, worker_id: str) -> str:
+        return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
+
+
+def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list[object]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    out: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(out) < expect:
+        for rec in consumer:
+            out.append(rec)
+    consumer.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    root = tmp_path_factory.mktemp("bundle")
+    done = subprocess.run([sys.executable, "-m", "trainer", "run", "--quick", "--folds", "0", "--out",
+                           str(root / "b"), "--data-dir", str(root / "d")], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return load_bundle(Path(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def history() -> tuple[History, Labels]:
+    h = simulate(SimConfig(customers=150, terminals=300, days=50, seed=3))
+    return h, labels_of(h, FEEDBACK_DELAY_DAYS)
+
+
+@pytest.fixture
+def run(kafka_bootstrap: str, bundle: Bundle, tmp_path: Path) -> Iterator[Run]:
+    tag = uuid.uuid4().hex[:8]
+    names = ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days")
+    yield Run(kafka_bootstrap, {n: f"{n}-{tag}" for n in names}, f"g-{tag}", bundle, tmp_path)
+
+
+def expected_scores(h: History, lab: Labels, bundle: Bundle) -> dict[str, float]:
+    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.terminal_id, lab.ts,
+                         lab.is_fraud)
+    return dict(zip(h.tx_id.tolist(), onnx_scores(bundle.onnx_path, x).tolist(), strict=True))
+
+
+def wait_for_scores(r: Run, n: int, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> list[dict[str, object]]:
+    consumer = KafkaConsumer(r.topics["scores"], bootstrap_servers=r.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    out: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(out) < n:
+            out.extend(orjson.loads(rec.value) for rec in consumer)
+            assert proc.poll() is None, f"the worker exited with {proc.returncode}"
+    finally:
+        consumer.close()
+    return out
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    return proc.wait(timeout=60)
+
+
+def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tuple[History, Labels]) -> None:
+    h, lab = history
+    worker = run.start("w1")
+    try:
+        bad = [(run.topics["transactions"], k, v) for k, v, _ in MALFORMED]
+        n_tx, _ = produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], events(h, lab),
+                              extra=bad)
+        assert n_tx == len(h)
+        scores = wait_for_scores(run, n_tx, worker)
+        dlq = consume_all(run.bootstrap, run.topics["dlq"], len(MALFORMED), 60)
+        flags = consume_all(run.bootstrap, run.topics["flags"], 1, 10)
+        time.sleep(2.5)  # one more stats interval
+        stats = [orjson.loads(x.value) for x in consume_all(run.bootstrap, run.topics["stats"], 10_000, 5)]  # type: ignore[attr-defined]
+    finally:
+        assert stop(worker) == 0, run.log("w1")[-3000:]
+    ids = [str(s["tx_id"]) for s in scores]
+    assert len(ids) == len(set(ids)) == n_tx, "every transaction scored exactly once"
+    expected = expected_scores(h, lab, run.bundle)
+    diff = max(abs(float(s["score"]) - expected[str(s["tx_id"])]) for s in scores)  # type: ignore[arg-type]
+    assert diff <= 1e-5, f"worker vs offline score: max |diff| {diff}"
+    validator = jsonschema.Draft202012Validator(SCORE)
+    threshold = run.bundle.threshold
+    for s in scores:
+        validator.validate(s)
+        assert s["flag"] == (float(s["score"]) >= threshold)  # type: ignore[arg-type]
+    flagged = {str(s["tx_id"]) for s in scores if s["flag"]}
+    flag_ids = {orjson.loads(f.value)["tx_id"] for f in consume_all(run.bootstrap, run.topics["flags"],  # type: ignore[attr-defined]
+                                                                    len(flagged), 30)}
+    assert flags and flag_ids == flagged
+    reasons = sorted(dict(d.headers)["dlq.reason"].decode() for d in dlq)  # type: ignore[attr-defined]
+    assert reasons == sorted(r for _, _, r in MALFORMED)
+    assert {d.value for d in dlq} == {v for _, v, _ in MALFORMED}  # type: ignore[attr-defined]
+    stats_validator = jsonschema.Draft202012Validator(LATENCY_STATS)
+    for st in stats:
+        stats_validator.validate(st)
+        for dist in ("e2e_ms", "queue_ms", "inference_ms", "batch_size"):
+            d = st[dist]
+            if d["count"]:
+                assert d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
+    total_in = sum(st["counts"]["in"] for st in stats)
+    assert total_in == n_tx + len(MALFORMED)
+    assert sum(st["counts"]["scored"] + st["counts"]["dead_lettered"] for st in stats) == total_in
+    assert np.mean([float(s["score"]) for s in scores]) > 0  # type: ignore[arg-type]
+
+
+def test_graceful_restart_mid_stream_changes_no_score(run: Run, history: tuple[History, Labels]) -> None:
+    h, lab = history
+    half = len(h) // 2
+    worker = run.start("w1")
+    try:
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], events(h, lab, 0, half))
+        first = wait_for_scores(run, half, worker)
+    finally:
+        assert stop(worker) == 0, run.log("w1")[-3000:]
+    assert len(first) >= half
+    worker = run.start("w2")
+    try:
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], events(h, lab, half, None))
+        scores = wait_for_scores(run, len(h), worker)
+    finally:
+        assert stop(worker) == 0, run.log("w2")[-3000:]
+    assert "state rebuilt" in run.log("w2")
+    expected = expected_scores(h, lab, run.bundle)
+    by_id: dict[str, set[float]] = {}
+    for s in scores:
+        by_id.setdefault(str(s["tx_id"]), set()).add(float(s["score"]))  # type: ignore[arg-type]
+    assert set(by_id) == set(h.tx_id.tolist()), "nothing lost across the restart"
+    worst = max(abs(v - expected[k]) for k, vs in by_id.items() for v in vs)
+    assert worst <= 1e-5, f"a score changed across the restart: {worst}"

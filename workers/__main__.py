@@ -1,0 +1,48 @@
+"""``python -m workers``: start-up checks, then the Faust worker.
+
+Checks before anything consumes: the settings parse, the bundle exists and verifies (checksums,
+signature when required, feature version), ONNX Runtime loads it with the requested provider and
+its input has the expected shape, the broker answers and the topics exist (created when
+missing). Any failure exits non-zero with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from schemas.bundle import load_bundle
+from schemas.errors import FraudstreamError
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("fraudstream.worker")
+    try:
+        from workers.config import parse
+
+        s = parse(argv)
+        bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
+        from workers.score import Scorer
+
+        scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
+                        inter_op_threads=s.inter_op_threads)
+        log.info("inference: %s", scorer.describe())
+        from workers.topics import ensure_topics
+
+        partitions = ensure_topics(s)
+    except FraudstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import faust
+
+    from workers.app import create_app
+
+    app = create_app(s, bundle, scorer, partitions)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

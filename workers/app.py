@@ -1,0 +1,153 @@
+"""The Faust app: wires the transactions topic to the scoring agent; everything else is plain code.
+
+Delivery: each event's message gets one extra reference before the batch is processed and loses
+it only after every output of the batch is acknowledged (``Runner.process`` returns), in offset
+order. Faust's own ack when the ``take_events`` body ends (or is cancelled) then cannot make a
+record committable early (faust-streaming#606 and the take() ack-on-raise behaviour).
+SIGTERM: no new batch starts, the batch in flight finishes and is acked, then Faust stops and
+commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from schemas.bundle import Bundle
+from workers.batch import Record
+from workers.config import Settings
+from workers.runner import Runner
+from workers.score import Scorer
+from workers.services import LabelAggregator, Publisher, TableReader
+from workers.terminals import TerminalTable
+
+log = logging.getLogger("fraudstream.worker")
+
+
+def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int]) -> faust.App:
+    (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        s.group_id,
+        broker=";".join(f"kafka://{b}" for b in s.bootstrap.split(",")),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        datadir=str(s.data_dir / s.worker_id),
+        consumer_auto_offset_reset=s.auto_offset_reset,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4 * s.batch_size, 4096),
+        stream_wait_empty=False,  # records held back at stop stay uncommitted; do not wait for them
+    )
+    table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
+    publisher = Publisher(s)
+    reader = TableReader(s, table)
+    labels = LabelAggregator(s, table, publisher)
+    runner = Runner(s, bundle, scorer, table, publisher)
+    ready, draining, idle, fatal = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    idle.set()
+    topic = app.topic(s.topics.transactions, key_type=bytes, value_type=bytes, internal=False)
+
+    @app.task
+    async def start_services() -> None:
+        t0 = time.monotonic()
+        await publisher.start()
+        await reader.start()
+        await labels.start()
+        await reader.caught_up.wait()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
+        ready.set()
+        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s", s.worker_id, time.monotonic() - t0,
+                 scorer.provider, bundle.model_version, bundle.path)
+
+    async def drain() -> None:
+        log.info("SIGTERM: draining the batch in flight")
+        draining.set()
+        await idle.wait()
+        await asyncio.sleep(0)
+        os.kill(os.getpid(), signal.SIGINT)  # Faust's own clean stop: commits acked offsets
+
+    held: dict[tuple[int, int], Any] = {}  # (partition, offset) -> event we hold a reference on
+    streams: list[Any] = []
+    max_pending = 50 * s.batch_size
+
+    async def flush_and_ack() -> int:
+        records = await runner.flush()
+        for r in records:  # offset order within each partition
+            ev = held.pop((r.partition, r.offset), None)
+            if ev is not None:
+                await streams[0].ack(ev)
+        return len(records)
+
+    def fail(what: str) -> None:
+        # A bug, not bad input (bad input is dead-lettered): stop without acking, so the records
+        # are redelivered after a restart rather than skipped.
+        log.exception("unexpected failure %s; stopping the worker", what)
+        fatal.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    @app.agent(topic)
+    async def score(stream: Any) -> None:
+        streams[:] = [stream]
+        async for events in stream.take_events(s.batch_size, within=max(s.max_wait_ms, 0.1) / 1000):
+            for ev in events:  # our reference: released only once the record's outputs are acknowledged
+                ev.message.incref()
+            if draining.is_set() or fatal.is_set():
+                await asyncio.Event().wait()  # hold: never acked, redelivered after the restart
+            await ready.wait()
+            idle.clear()
+            try:
+                now = int(time.time() * 1000)
+                records = []
+                for ev in events:
+                    m = ev.message
+                    held[(m.partition, m.offset)] = ev
+                    records.append(Record(m.partition, m.offset, round(m.timestamp * 1000), m.key, m.value, now))
+                await runner.admit(records)
+                await flush_and_ack()
+                while runner.pending_count() > max_pending and not draining.is_set():
+                    await asyncio.sleep(0.01)  # backpressure: the flusher drains as buckets become final
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                fail("processing a batch")
+            finally:
+                idle.set()
+
+    @app.task
+    async def flusher() -> None:
+        """Scores what waited for terminal finality when no new batch arrives to trigger it."""
+        await ready.wait()
+        while not fatal.is_set():
+            await asyncio.sleep(0.02)
+            if streams and runner.pending_count():
+                try:
+                    await flush_and_ack()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    fail("flushing")
+
+    @app.timer(interval=s.stats_interval_s)
+    async def publish_stats() -> None:
+        if not ready.is_set():
+            return
+        msg = runner.stats_message()
+        await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_rebalance(sender: Any, **kwargs: Any) -> None:
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
+        runner.drop_partitions(set(runner.states) - assigned)
+
+    app.conf.fraudstream = {"runner": runner, "labels": labels, "reader": reader}  # for tests and ops
+    return app

@@ -1,0 +1,131 @@
+"""The worker's settings: one frozen object, read from flags that fall back to env variables.
+
+``python -m workers --help`` lists every setting with its env variable and default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.errors import ConfigError
+from schemas.settings import add, flag, non_negative_float, positive_int
+
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+OFFSET_RESETS = ("earliest", "latest")
+
+
+@dataclass(frozen=True)
+class Topics:
+    transactions: str = "transactions"
+    labels: str = "fraud-labels"
+    flags: str = "fraud-flags"
+    scores: str = "scores"
+    stats: str = "latency-stats"
+    dlq: str = "transactions.dlq"
+    terminal_days: str = "terminal-days"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str
+    bundle: Path
+    bundle_key: bytes | None
+    require_signature: bool
+    topics: Topics
+    partitions: int
+    retention_days: float
+    scores_enabled: bool
+    batch_size: int
+    max_wait_ms: float
+    provider: str
+    intra_op_threads: int
+    inter_op_threads: int
+    stats_interval_s: float
+    worker_id: str
+    group_id: str
+    auto_offset_reset: str
+    lateness_ms: int
+    max_future_ms: int
+    terminal_wait_s: float
+    idle_ms: int
+    retries: int
+    retry_backoff_ms: int
+    data_dir: Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m workers",
+        description="fraudstream stream worker: score transactions from Kafka with ONNX Runtime")
+    add(p, "--bootstrap", "FRAUDSTREAM_BOOTSTRAP", os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "Kafka bootstrap servers (host:port[,host:port])")
+    add(p, "--bundle", "FRAUDSTREAM_BUNDLE", Path("bundles/latest"), "model bundle directory", Path)
+    add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
+        "refuse an unsigned bundle (key in env FRAUDSTREAM_BUNDLE_KEY)", flag)
+    d = Topics()
+    for name in ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days"):
+        add(p, f"--topic-{name.replace('_', '-')}", f"FRAUDSTREAM_TOPIC_{name.upper()}", getattr(d, name),
+            f"topic: {name.replace('_', ' ')}")
+    add(p, "--partitions", "FRAUDSTREAM_PARTITIONS", 4, "partitions of the topics created at start when missing",
+        positive_int)
+    add(p, "--retention-days", "FRAUDSTREAM_RETENTION_DAYS", 40.0,
+        "retention of created source topics (must cover the 37-day state horizon)", non_negative_float)
+    add(p, "--scores", "FRAUDSTREAM_SCORES", True, "publish every score to the scores topic", flag)
+    add(p, "--batch-size", "FRAUDSTREAM_BATCH_SIZE", 1000, "maximum records per inference batch", positive_int)
+    add(p, "--max-wait-ms", "FRAUDSTREAM_MAX_WAIT_MS", 5.0, "maximum wait to fill a batch", non_negative_float)
+    add(p, "--provider", "FRAUDSTREAM_PROVIDER", "auto", f"execution provider: {' | '.join(PROVIDERS)}")
+    add(p, "--threads", "FRAUDSTREAM_THREADS", 1, "ONNX Runtime intra-op threads", positive_int)
+    add(p, "--inter-threads", "FRAUDSTREAM_INTER_THREADS", 1, "ONNX Runtime inter-op threads", positive_int)
+    add(p, "--stats-interval", "FRAUDSTREAM_STATS_INTERVAL_S", 5.0, "seconds between latency-stats messages",
+        non_negative_float)
+    add(p, "--worker-id", "FRAUDSTREAM_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", "worker id in stats")
+    add(p, "--group-id", "FRAUDSTREAM_GROUP_ID", "fraudstream-worker", "consumer group of the workers")
+    add(p, "--auto-offset-reset", "FRAUDSTREAM_AUTO_OFFSET_RESET", "earliest",
+        "where a new group starts: earliest | latest")
+    add(p, "--lateness-ms", "FRAUDSTREAM_LATENESS_MS", 600_000,
+        "allowed event-time lateness; later transactions go to the dead-letter topic", int)
+    add(p, "--max-future-ms", "FRAUDSTREAM_MAX_FUTURE_MS", 3_600_000,
+        "event time allowed ahead of the record's Kafka timestamp", int)
+    add(p, "--terminal-wait-s", "FRAUDSTREAM_TERMINAL_WAIT_S", 60.0,
+        "how long a batch waits for the terminal day buckets it needs to be final", non_negative_float)
+    add(p, "--idle-ms", "FRAUDSTREAM_IDLE_MS", 1000, "a caught-up label partition silent this long is idle", int)
+    add(p, "--retries", "FRAUDSTREAM_RETRIES", 3, "scoring retries before a batch is dead-lettered", int)
+    add(p, "--retry-backoff-ms", "FRAUDSTREAM_RETRY_BACKOFF_MS", 200, "first retry backoff (doubles)", int)
+    add(p, "--data-dir", "FRAUDSTREAM_DATA_DIR", Path(".state/worker"), "Faust's local data directory", Path)
+    return p
+
+
+def parse(argv: list[str] | None = None) -> Settings:
+    """Parse flags and env into ``Settings``; a bad value raises ``ConfigError`` naming the fix."""
+    try:
+        a = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code:
+            raise ConfigError("invalid command line (see the message above and --help)") from exc
+        raise
+    if a.provider not in PROVIDERS:
+        raise ConfigError(f"--provider {a.provider!r}: choose one of {', '.join(PROVIDERS)} (env FRAUDSTREAM_PROVIDER)")
+    if a.auto_offset_reset not in OFFSET_RESETS:
+        raise ConfigError(f"--auto-offset-reset {a.auto_offset_reset!r}: choose earliest or latest")
+    if a.lateness_ms < 0 or a.max_future_ms < 0 or a.retries < 0 or a.idle_ms <= 0:
+        raise ConfigError("--lateness-ms, --max-future-ms and --retries must be >= 0, --idle-ms > 0")
+    if a.retention_days < 38:
+        raise ConfigError(f"--retention-days {a.retention_days} does not cover the 37-day state horizon (use >= 38)")
+    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
+    if a.require_signature and not key:
+        raise ConfigError("--require-signature needs the signing key in env FRAUDSTREAM_BUNDLE_KEY")
+    topics = Topics(**{name: getattr(a, f"topic_{name}") for name in Topics.__dataclass_fields__})
+    return Settings(
+        bootstrap=a.bootstrap, bundle=a.bundle, bundle_key=key.encode() if key else None,
+        require_signature=a.require_signature, topics=topics, partitions=a.partitions,
+        retention_days=a.retention_days, scores_enabled=a.scores, batch_size=a.batch_size,
+        max_wait_ms=a.max_wait_ms, provider=a.provider, intra_op_threads=a.threads,
+        inter_op_threads=a.inter_threads, stats_interval_s=a.stats_interval, worker_id=a.worker_id,
+        group_id=a.group_id, auto_offset_reset=a.auto_offset_reset, lateness_ms=a.lateness_ms,
+        max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
+        retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
+    )

@@ -1,0 +1,180 @@
+"""The worker's data path between the Faust edge and the broker: admit, then flush.
+
+``admit(records)`` never waits for terminal finality: it decodes, validates and applies the batch
+to partition state (so every partition's watermark keeps advancing and its closed day counts are
+published), and queues each record per partition, in offset order. ``flush()`` takes, per
+partition, the longest prefix of that queue that can be decided now — dead letters, and
+transactions whose terminal buckets are final (or have waited longer than the bound, which
+dead-letters them) — scores them in one ONNX Runtime call, publishes every output and waits for
+the broker's acknowledgements, and only then returns those records for the caller to ack, in
+offset order. A partition whose features wait for another partition therefore never blocks the
+partitions it waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.bundle import Bundle
+from schemas.errors import ScoringError
+from schemas.validate import Reject
+from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_message
+from workers.config import Settings
+from workers.score import Scorer
+from workers.services import Out, Publisher, publish_tx_closures, rebuild_partition
+from workers.state import TxPartition
+from workers.stats import StatsWindow
+from workers.terminals import TerminalTable
+
+log = logging.getLogger("fraudstream.worker")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Pending:
+    record: Record
+    admitted: Admitted | None
+    reject: Reject | None
+    since: float               # monotonic time it was queued
+
+
+class Runner:
+    def __init__(self, s: Settings, bundle: Bundle, scorer: Scorer, table: TerminalTable, publisher: Publisher) -> None:
+        self.s, self.bundle, self.scorer, self.table, self.publisher = s, bundle, scorer, table, publisher
+        self.states: dict[int, TxPartition] = {}
+        self.pending: dict[int, deque[Pending]] = {}
+        self.stats = StatsWindow()
+        self.threshold = bundle.threshold
+        self.model_version = bundle.model_version
+        self.rebuilds: list[tuple[int, int, float]] = []  # (partition, records replayed, seconds)
+        self.lock = asyncio.Lock()
+
+    def pending_count(self) -> int:
+        return sum(len(q) for q in self.pending.values())
+
+    async def ensure_state(self, records: list[Record]) -> None:
+        """Partition state must continue exactly where the batch starts, else rebuild it."""
+        first: dict[int, int] = {}
+        for r in records:
+            first.setdefault(r.partition, r.offset)
+        for p, offset in first.items():
+            state = self.states.get(p)
+            if state is None or state.next_offset != offset:
+                t0 = time.monotonic()
+                self.states[p], n = await rebuild_partition(self.s, p, offset)
+                self.pending.pop(p, None)  # anything queued from before is redelivered from `offset` on
+                dt = time.monotonic() - t0
+                self.rebuilds.append((p, n, dt))
+                log.info("partition %d: state rebuilt from %d records up to offset %d in %.2fs", p, n, offset, dt)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.states.pop(p, None)
+            self.pending.pop(p, None)
+
+    async def admit(self, records: list[Record]) -> None:
+        async with self.lock:
+            self.stats.record_in(len(records))
+            await self.ensure_state(records)
+            adm = admit_batch(records, self.states, self.s.max_future_ms)
+            for p in sorted({r.partition for r in records}):
+                partials = [partial for q, partial in adm.closures if q == p]
+                await publish_tx_closures(self.publisher, self.s, self.table, p, partials,
+                                          self.states[p].closed_through)
+            t = time.monotonic()
+            ok = {id(a.record): a for a in adm.admitted}
+            bad = {id(r): rj for r, rj in adm.dead}
+            for r in records:
+                self.pending.setdefault(r.partition, deque()).append(
+                    Pending(r, ok.get(id(r)), bad.get(id(r)), t))
+
+    def _decidable(self) -> list[Pending]:
+        """Per partition, the queue prefix that can be decided now (removed from the queues)."""
+        final = self.table.final_through()
+        deadline = time.monotonic() - self.s.terminal_wait_s
+        out: list[Pending] = []
+        for q in self.pending.values():
+            while q:
+                item = q[0]
+                if item.admitted is not None and not (final is not None and needed_day(item.admitted.tx) <= final):
+                    if item.since > deadline:
+                        break
+                    item.reject = Reject("terminal_state_not_final",
+                                         f"terminal buckets through day {needed_day(item.admitted.tx)} were not final "
+                                         f"within {self.s.terminal_wait_s:.0f}s (final through {final})")
+                    item.admitted = None
+                    log.warning("%s: transactions closed %s, labels closed %s", item.reject.detail, self.table.tx_wm,
+                                self.table.label_wm)
+                out.append(q.popleft())
+        return out
+
+    async def infer(self, admitted: list[Admitted]) -> npt.NDArray[np.float32] | ScoringError:
+        rows = feature_rows(admitted, self.states, self.table)
+        backoff = self.s.retry_backoff_ms / 1000
+        for attempt in range(self.s.retries + 1):
+            try:
+                return self.scorer.score(rows)
+            except ScoringError as exc:
+                if attempt == self.s.retries or not exc.retriable:
+                    return exc
+                log.warning("scoring failed (%s), retry %d/%d in %.2fs", exc, attempt + 1, self.s.retries, backoff)
+                await asyncio.sleep(backoff)
+                backoff *= 2
+        raise AssertionError("unreachable")
+
+    async def flush(self) -> list[Record]:
+        """Decide, score and publish what can be; return the records now safe to ack (offset order per partition)."""
+        async with self.lock:
+            items = self._decidable()
+            if not items:
+                return []
+            await self._publish(items)
+            return [i.record for i in items]
+
+    async def _publish(self, items: list[Pending]) -> None:
+        s, t = self.s, self.s.topics
+        ready = [i.admitted for i in items if i.admitted is not None]
+        dead = [(i.record, i.reject) for i in items if i.reject is not None]
+        scored_at = now_ms()
+        t_inf = time.perf_counter()
+        scores = await self.infer(ready) if ready else np.zeros(0, np.float32)
+        inference_s = time.perf_counter() - t_inf
+        if isinstance(scores, ScoringError):
+            dead += [(a.record, Reject("scoring_failed", str(scores))) for a in ready]
+            ready, scores = [], np.zeros(0, np.float32)
+        outputs: list[Out] = []
+        flagged = 0
+        for a, score in zip(ready, scores.tolist(), strict=True):
+            msg = score_message(a.tx, a.record, score, self.threshold, self.model_version, s.worker_id, scored_at)
+            key = a.tx.tx_id.encode()
+            if s.scores_enabled:
+                outputs.append((t.scores, key, msg, None))
+            if score >= self.threshold:
+                flagged += 1
+                outputs.append((t.flags, key, msg, None))
+        n_scored_outputs = len(outputs)
+        for rec, reject in dead:
+            headers = dead_letter_headers(rec, reject, t.transactions, s.worker_id)
+            outputs.append((t.dlq, rec.key, rec.value or b"", headers))
+        acked = await self.publisher.send_all(outputs)
+        if ready:
+            # End to end per scored record: input record timestamp -> broker ack of its output.
+            done = max(acked[:n_scored_outputs]) if n_scored_outputs else now_ms()
+            ts_in = np.fromiter((a.record.timestamp for a in ready), dtype=np.int64, count=len(ready))
+            self.stats.record_batch(len(ready), inference_s, queue_ms=np.maximum(scored_at - ts_in, 0),
+                                    e2e_ms=np.maximum(done - ts_in, 0), flagged=flagged, scored=len(ready))
+        self.stats.record_dead_lettered(len(dead))
+        self.stats.record_redelivered(sum(1 for a in ready if not a.new))
+
+    def stats_message(self) -> dict[str, object]:
+        return self.stats.snapshot(self.s.worker_id, self.scorer.provider, self.model_version, now_ms())

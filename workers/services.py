@@ -1,0 +1,233 @@
+"""The worker's Kafka plumbing beside the Faust agent (aiokafka, each with its own fetcher, so a
+waiting scorer never starves them):
+
+- ``Publisher``: one idempotent producer; ``send_all`` returns only when the broker acknowledged
+  every record, retrying with backoff (backpressure, never loss).
+- ``TableReader``: reads the compacted terminal-days topic from the start into a ``TerminalTable``.
+- ``LabelAggregator``: a consumer group over the labels topic; closes label days and publishes them.
+- ``rebuild_partition``: replays one transactions partition up to an offset into fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.validate import Reject
+from workers.batch import Record, admit_one
+from workers.config import Settings
+from workers.state import LabelPartition, Partial, TxPartition
+from workers.terminals import LAB, LABWM, TX, TXWM, TerminalTable, partial_key, watermark_key
+
+log = logging.getLogger("fraudstream.worker")
+Out = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]  # topic, key, value, headers
+
+
+class Publisher:
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, acks="all", enable_idempotence=True,
+                                         linger_ms=2, max_batch_size=256 * 1024, client_id=f"{self.s.worker_id}-out",
+                                         request_timeout_ms=30000)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def send_all(self, records: Iterable[Out]) -> list[int]:
+        """Send and wait for every acknowledgement; returns each record's broker timestamp (ms)."""
+        pending = list(records)
+        acked_at: list[int] = [0] * len(pending)
+        todo = list(range(len(pending)))
+        backoff = self.s.retry_backoff_ms / 1000
+        while todo:
+            futures = []
+            for i in todo:
+                topic, key, value, headers = pending[i]
+                futures.append(await self.producer.send(topic, value=value, key=key, headers=headers))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            now = int(time.time() * 1000)
+            failed = []
+            for i, r in zip(todo, results, strict=True):
+                if isinstance(r, BaseException):
+                    failed.append(i)
+                    last: BaseException = r
+                else:
+                    acked_at[i] = now
+            if failed:
+                log.warning("%d outputs not acknowledged (%r); retrying in %.1fs", len(failed), last, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            todo = failed
+        return acked_at
+
+    async def publish_partials(self, topic: str, kind: str, wm_kind: str, partition: int, partials: list[Partial],
+                               closed_through: int | None) -> None:
+        """A partition's closed day counts, then (after their acks) its watermark."""
+        if partials:
+            await self.send_all((topic, partial_key(kind, partition, day), orjson.dumps(counts), None)
+                                for day, counts in partials)
+        if closed_through is not None:
+            await self.send_all([(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)])
+
+
+class TableReader:
+    def __init__(self, s: Settings, table: TerminalTable) -> None:
+        self.s, self.table = s, table
+        self.caught_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, enable_auto_commit=False,
+                                         client_id=f"{self.s.worker_id}-terminal-days", group_id=None)
+        await self.consumer.start()
+        tp = TopicPartition(self.s.topics.terminal_days, 0)
+        self.consumer.assign([tp])
+        await self.consumer.seek_to_beginning(tp)
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        self._task = asyncio.create_task(self._run(tp, end))
+
+    async def _run(self, tp: TopicPartition, end: int) -> None:
+        if end == 0:
+            self.caught_up.set()
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for r in records:
+                    self.table.apply(r.key, r.value)
+                    if r.offset + 1 >= end:
+                        self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.consumer.stop()
+
+
+class LabelAggregator:
+    """Owns some partitions of the labels topic (its own consumer group) and publishes their days."""
+
+    def __init__(self, s: Settings, table: TerminalTable, publisher: Publisher) -> None:
+        self.s, self.table, self.publisher = s, table, publisher
+        self.states: dict[int, LabelPartition] = {}
+        self.last_seen: dict[int, float] = {}
+        self.dead_lettered = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.s
+        self.consumer = AIOKafkaConsumer(s.topics.labels, bootstrap_servers=s.bootstrap,
+                                         group_id=f"{s.group_id}-labels", enable_auto_commit=False,
+                                         auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels")
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep aggregating; a broken step is logged and retried
+                log.exception("label aggregation step failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _step(self) -> None:
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            if tp.partition not in self.states:  # a new assignment: rebuild from the start (idempotent)
+                self.states[tp.partition] = LabelPartition(tp.partition, 0)
+                self.last_seen[tp.partition] = time.monotonic()
+                await self.consumer.seek_to_beginning(tp)
+        for p in [p for p in self.states if TopicPartition(self.s.topics.labels, p) not in assigned]:
+            del self.states[p]
+        batches = await self.consumer.getmany(timeout_ms=100, max_records=10000)
+        dead: list[tuple[Any, Reject]] = []
+        now = time.monotonic()
+        for tp, records in batches.items():
+            state = self.states.get(tp.partition)
+            if state is None:
+                continue
+            self.last_seen[tp.partition] = now
+            for r in records:
+                try:
+                    v = orjson.loads(r.value)
+                    reject = state.admit(str(v["tx_id"]), str(v["terminal_id"]), int(v["ts"]), bool(v["is_fraud"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    reject = Reject("bad_label", f"{type(exc).__name__}: {exc}"[:300])
+                if reject is not None:
+                    dead.append((r, reject))
+        if dead:
+            self.dead_lettered += len(dead)
+            await self.publisher.send_all(
+                (self.s.topics.dlq, r.key, r.value,
+                 [("dlq.reason", rj.reason.encode()), ("dlq.detail", rj.detail.encode()),
+                  ("dlq.source.topic", r.topic.encode()), ("dlq.source.partition", str(r.partition).encode()),
+                  ("dlq.source.offset", str(r.offset).encode()), ("dlq.worker", self.s.worker_id.encode())])
+                for r, rj in dead)
+        tx_final = self.table.tx_final_through()
+        for p, state in self.states.items():
+            idle_through = None
+            tp = TopicPartition(self.s.topics.labels, p)
+            caught_up = self.consumer.highwater(tp) is not None and (await self.consumer.position(tp)) >= (
+                self.consumer.highwater(tp) or 0)
+            if tx_final is not None and caught_up and now - self.last_seen[p] >= self.s.idle_ms / 1000:
+                # Nothing pending on this partition: labels of days that ended a feedback delay
+                # before the transactions' watermark have all been published.
+                from schemas.features import FEEDBACK_DELAY_DAYS
+
+                idle_through = tx_final - FEEDBACK_DELAY_DAYS
+            partials = state.close_days(idle_through)
+            if partials or (state.closed_through is not None and self.table.label_wm.get(p) != state.closed_through):
+                await self.publisher.publish_partials(self.s.topics.terminal_days, LAB, LABWM, p, partials,
+                                                      state.closed_through)
+
+
+async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxPartition, int]:
+    """Fresh state for ``partition`` from its earliest offset up to ``upto`` (exclusive)."""
+    state = TxPartition(partition, s.lateness_ms)
+    tp = TopicPartition(s.topics.transactions, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False, group_id=None,
+                                client_id=f"{s.worker_id}-rebuild-{partition}")
+    await consumer.start()
+    replayed = 0
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while (await consumer.position(tp)) < upto:
+            batches = await consumer.getmany(tp, timeout_ms=500, max_records=10000)
+            for r in batches.get(tp, []):
+                if r.offset >= upto:
+                    break
+                rec = Record(partition, r.offset, r.timestamp, r.key, r.value, 0)
+                admit_one(rec, state, s.max_future_ms)
+                replayed += 1
+    finally:
+        await consumer.stop()
+    state.next_offset = upto
+    return state, replayed
+
+
+async def publish_tx_closures(publisher: Publisher, s: Settings, table: TerminalTable, partition: int,
+                              partials: list[Partial], closed_through: int | None) -> None:
+    known = table.tx_wm.get(partition)
+    fresh = [(d, c) for d, c in partials if known is None or d > known]
+    if fresh or (closed_through is not None and (known is None or closed_through > known)):
+        await publisher.publish_partials(s.topics.terminal_days, TX, TXWM, partition, fresh, closed_through)
+
+
+__all__ = ["KafkaError", "LabelAggregator", "Publisher", "TableReader", "publish_tx_closures", "rebuild_partition"]

@@ -1,0 +1,104 @@
+"""Partition-local online state: customers of one transactions partition, and label partials.
+
+``TxPartition`` keeps, for one partition of the transactions topic: each customer's history
+(the shared ``schemas.features.CustomerHistory``), the tx ids seen (offset, ts) for
+idempotency, the event-time watermark, and the per-(day, terminal) counts of distinct
+transactions for days not yet closed. A day closes when the watermark (newest ``ts`` minus the
+allowed lateness) has passed it; its counts are then published to the terminal-days topic and
+never change again.
+
+``LabelPartition`` does the same for one partition of the labels topic: fraud tx ids per
+(day, terminal), published when the label watermark passes the day.
+"""
+
+from __future__ import annotations
+
+from schemas.features import CUSTOMER_HORIZON_MS, DAY_MS, CustomerHistory
+from schemas.validate import Reject, Tx
+
+Partial = tuple[int, dict[str, int]]  # (day, {terminal_id: count})
+
+
+class TxPartition:
+    def __init__(self, partition: int, lateness_ms: int) -> None:
+        self.partition = partition
+        self.lateness_ms = lateness_ms
+        self.customers: dict[str, CustomerHistory] = {}
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.max_ts = -1
+        self.open_days: dict[int, dict[str, int]] = {}
+        self.closed_through: int | None = None
+        self.next_offset: int | None = None
+
+    def admit(self, tx: Tx, offset: int) -> Reject | bool:
+        """Apply a valid transaction. True: new; False: a redelivery of the same offset; or a Reject."""
+        seen = self.seen.get(tx.tx_id)
+        if seen is not None:
+            if seen[0] == offset:
+                return False
+            return Reject("duplicate_tx_id", f"tx_id {tx.tx_id!r} was first seen at offset {seen[0]}")
+        if self.max_ts >= 0 and tx.ts < self.max_ts - self.lateness_ms:
+            return Reject("late", f"ts {tx.ts} is {(self.max_ts - tx.ts) / 1000:.0f}s behind this partition's "
+                                  f"newest event; allowed lateness {self.lateness_ms / 1000:.0f}s")
+        history = self.customers.get(tx.customer_id)
+        if history is None:
+            history = self.customers[tx.customer_id] = CustomerHistory()
+        history.add(tx.ts, tx.tx_id, tx.cents)
+        self.seen[tx.tx_id] = (offset, tx.ts)
+        counts = self.open_days.setdefault(tx.ts // DAY_MS, {})
+        counts[tx.terminal_id] = counts.get(tx.terminal_id, 0) + 1
+        if tx.ts > self.max_ts:
+            self.max_ts = tx.ts
+        return True
+
+    def evict_for(self, tx: Tx) -> None:
+        """After ``tx`` is scored: its customer's later transactions arrive no earlier than ``ts - lateness``,
+        so their 30-day windows never reach before this cut. (Eviction at admission would be too early:
+        a transaction may wait for terminal finality while later ones of its customer are admitted.)"""
+        self.customers[tx.customer_id].evict_before(tx.ts - CUSTOMER_HORIZON_MS - self.lateness_ms)
+
+    def close_days(self) -> list[Partial]:
+        """Close the days the watermark has passed; return their counts (to publish), oldest first."""
+        if self.max_ts < 0:
+            return []
+        through = (self.max_ts - self.lateness_ms) // DAY_MS - 1
+        if self.closed_through is not None and through <= self.closed_through:
+            return []
+        self.closed_through = through
+        done = sorted(d for d in self.open_days if d <= through)
+        horizon = self.max_ts - CUSTOMER_HORIZON_MS - self.lateness_ms
+        self.seen = {k: v for k, v in self.seen.items() if v[1] >= horizon}
+        return [(d, self.open_days.pop(d)) for d in done]
+
+
+class LabelPartition:
+    def __init__(self, partition: int, lateness_ms: int) -> None:
+        self.partition = partition
+        self.lateness_ms = lateness_ms
+        self.frauds: dict[int, dict[str, set[str]]] = {}
+        self.max_ts = -1
+        self.closed_through: int | None = None
+
+    def admit(self, tx_id: str, terminal_id: str, ts: int, is_fraud: bool) -> Reject | None:
+        day = ts // DAY_MS
+        if self.closed_through is not None and day <= self.closed_through:
+            return Reject("late", f"label for ts {ts} arrived after its day was closed")
+        bucket = self.frauds.setdefault(day, {}).setdefault(terminal_id, set())
+        if is_fraud:
+            bucket.add(tx_id)
+        else:
+            bucket.discard(tx_id)
+        if ts > self.max_ts:
+            self.max_ts = ts
+        return None
+
+    def close_days(self, idle_through: int | None = None) -> list[Partial]:
+        """Close the days the label watermark (or, when idle, ``idle_through``) has passed."""
+        through = (self.max_ts - self.lateness_ms) // DAY_MS - 1 if self.max_ts >= 0 else None
+        if idle_through is not None and (through is None or idle_through > through):
+            through = idle_through
+        if through is None or (self.closed_through is not None and through <= self.closed_through):
+            return []
+        self.closed_through = through
+        done = sorted(d for d in self.frauds if d <= through)
+        return [(d, {t: len(ids) for t, ids in self.frauds.pop(d).items() if ids}) for d in done]
