@@ -24,10 +24,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from ops.loadgen.replay import events, produce
+from ops.loadgen.replay import TX, Event, events, produce
 from schemas.bundle import Bundle, load_bundle
 from schemas.features import FEEDBACK_DELAY_DAYS, offline_features
-from schemas.messages import LATENCY_STATS, SCORE
+from schemas.messages import DEAD_LETTER, LATENCY_STATS, SCORE
 from trainer.export import onnx_scores
 from trainer.simulate import History, Labels, SimConfig, labels_of, simulate
 
@@ -39,11 +39,15 @@ MALFORMED: list[tuple[bytes | None, bytes, str]] = [
     (b"c0", orjson.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "missing_field"),
     (b"c0", orjson.dumps({**GOOD, "ts": "yesterday"}), "bad_type"),
     (b"c0", b'{"tx_id":"n","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":NaN}', "bad_json"),
-    (b"c0", orjson.dumps({**GOOD, "amount": 1e308 * 10 if False else 2e9}), "bad_amount"),
+    (b"c0", orjson.dumps({**GOOD, "amount": 2e9}), "bad_amount"),
     (b"c0", orjson.dumps({**GOOD, "amount": -3.5}), "bad_amount"),
     (b"c0", b"", "empty"),
     (b"c0", b"x" * 10_000, "too_large"),
     (b"c0", b"\xff\xfe\xfa", "not_utf8"),
+    (b"c0", b'{"tx_id":"i","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":Infinity}', "bad_json"),
+    (b"c0", b'{"tx_id":"j","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":1e999}', "bad_json"),
+    (b"c0", orjson.dumps({**GOOD, "customer_id": 7}), "bad_type"),
+    (b"c9", orjson.dumps(GOOD), "key_mismatch"),
 ]
 
 
@@ -137,9 +141,13 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
     h, lab = history
     worker = run.start("w1")
     try:
-        bad = [(run.topics["transactions"], k, v) for k, v, _ in MALFORMED]
-        n_tx, _ = produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], events(h, lab),
-                              extra=bad)
+        stream = list(events(h, lab))
+        step = len(stream) // (len(MALFORMED) + 1)
+        for i, (k, v, _) in enumerate(MALFORMED):  # among good neighbours, mid-stream
+            t = stream[(i + 1) * step]
+            stream.insert((i + 1) * step, Event(t.time_ms, TX, k or b"", v))
+        n_tx, _ = produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream))
+        n_tx -= len(MALFORMED)
         assert n_tx == len(h)
         scores = wait_for_scores(run, n_tx, worker)
         dlq = consume_all(run.bootstrap, run.topics["dlq"], len(MALFORMED), 60)
@@ -165,6 +173,11 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
     reasons = sorted(dict(d.headers)["dlq.reason"].decode() for d in dlq)  # type: ignore[attr-defined]
     assert reasons == sorted(r for _, _, r in MALFORMED)
     assert {d.value for d in dlq} == {v for _, v, _ in MALFORMED}  # type: ignore[attr-defined]
+    dlq_validator = jsonschema.Draft202012Validator(DEAD_LETTER)
+    for d in dlq:
+        headers = {k: v.decode() for k, v in d.headers}  # type: ignore[attr-defined]
+        dlq_validator.validate(headers)
+        assert headers["dlq.source.topic"] == run.topics["transactions"]
     stats_validator = jsonschema.Draft202012Validator(LATENCY_STATS)
     for st in stats:
         stats_validator.validate(st)
