@@ -1,0 +1,77 @@
+"""The worker's pure state: partition-local customers, day closing, labels, the shared table."""
+
+from __future__ import annotations
+
+import orjson
+
+from schemas.features import DAY_MS
+from schemas.validate import Reject, Tx
+from workers.state import LabelPartition, TxPartition
+from workers.terminals import LAB, LABWM, TX, TXWM, TerminalTable, partial_key, watermark_key
+
+D0 = 17_700 * DAY_MS  # a day boundary
+HOUR = 3_600_000
+
+
+def tx(i: int, ts: int, customer: str = "c1", terminal: str = "t1", cents: int = 100) -> Tx:
+    return Tx(f"tx{i}", ts, customer, terminal, cents)
+
+
+def test_admission_is_idempotent_and_refuses_duplicates_and_late_events() -> None:
+    p = TxPartition(0, lateness_ms=HOUR)
+    assert p.admit(tx(1, D0 + 10 * HOUR), offset=0) is True
+    assert p.admit(tx(1, D0 + 10 * HOUR), offset=0) is False  # redelivery of the same offset
+    dup = p.admit(tx(1, D0 + 11 * HOUR), offset=5)
+    assert isinstance(dup, Reject) and dup.reason == "duplicate_tx_id"
+    assert p.admit(tx(2, D0 + 9 * HOUR + 1), offset=1) is True  # within the lateness
+    late = p.admit(tx(3, D0 + 8 * HOUR), offset=2)
+    assert isinstance(late, Reject) and late.reason == "late"
+    assert p.customers["c1"].keys == [(D0 + 9 * HOUR + 1, "tx2"), (D0 + 10 * HOUR, "tx1")]
+
+
+def test_days_close_behind_the_watermark_with_distinct_counts() -> None:
+    p = TxPartition(3, lateness_ms=HOUR)
+    p.admit(tx(1, D0 + 1, terminal="a"), 0)
+    p.admit(tx(2, D0 + 2, terminal="a"), 1)
+    p.admit(tx(3, D0 + 3, terminal="b"), 2)
+    assert p.close_days() == []  # day D0 is still open (the watermark is inside it)
+    p.admit(tx(4, D0 + DAY_MS + 2 * HOUR, terminal="a"), 3)  # watermark = next day + 1h
+    assert p.close_days() == [(D0 // DAY_MS, {"a": 2, "b": 1})]
+    assert p.closed_through == D0 // DAY_MS
+    assert p.close_days() == []
+    p.admit(tx(5, D0 + 3 * DAY_MS + 2 * HOUR, terminal="c"), 4)
+    assert p.close_days() == [(D0 // DAY_MS + 1, {"a": 1})]  # an empty day closes without a record
+    assert p.closed_through == D0 // DAY_MS + 2
+
+
+def test_labels_count_frauds_and_corrections_and_close_when_idle() -> None:
+    q = LabelPartition(1, lateness_ms=0)
+    q.admit("x", "t1", D0 + 5, True)
+    q.admit("y", "t1", D0 + 6, True)
+    q.admit("y", "t1", D0 + 6, False)  # a corrected label
+    q.admit("x", "t1", D0 + 5, True)   # a duplicate
+    assert q.close_days() == []
+    assert q.close_days(idle_through=D0 // DAY_MS) == [(D0 // DAY_MS, {"t1": 1})]
+    late = q.admit("z", "t1", D0 + 7, True)
+    assert isinstance(late, Reject) and late.reason == "late"
+
+
+def test_table_is_final_only_when_every_partition_closed_and_replacements_are_idempotent() -> None:
+    table = TerminalTable(tx_partitions=2, label_partitions=1)
+    day = D0 // DAY_MS
+    table.apply(partial_key(TX, 0, day), orjson.dumps({"t1": 3, "t2": 1}))
+    table.apply(watermark_key(TXWM, 0), orjson.dumps(day))
+    assert table.final_through() is None
+    table.apply(partial_key(TX, 1, day), orjson.dumps({"t1": 2}))
+    table.apply(watermark_key(TXWM, 1), orjson.dumps(day + 3))
+    assert table.tx_final_through() == day and table.final_through() is None
+    table.apply(partial_key(LAB, 0, day), orjson.dumps({"t1": 1}))
+    table.apply(watermark_key(LABWM, 0), orjson.dumps(day + 1))
+    assert table.final_through() == day
+    assert table.lookup("t1", day, day) == (5, 1)
+    # Re-publishing the same key (a restart) replaces, never adds.
+    table.apply(partial_key(TX, 1, day), orjson.dumps({"t1": 2}))
+    assert table.lookup("t1", day - 5, day) == (5, 1)
+    # A watermark never moves back.
+    table.apply(watermark_key(TXWM, 1), orjson.dumps(day - 10))
+    assert table.tx_wm[1] == day + 3
