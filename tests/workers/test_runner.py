@@ -1,0 +1,140 @@
+"""The data path between Faust and the broker, with in-memory doubles for the scorer and publisher.
+
+Covers what needs no Kafka: records wait for final terminal buckets and are released per
+partition in offset order, a batch that keeps failing to score is retried and then
+dead-lettered, and a transaction whose buckets never become final is dead-lettered after the
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from schemas.bundle import Bundle
+from schemas.errors import ScoringError
+from schemas.features import DAY_MS, FEEDBACK_DELAY_DAYS
+from workers.batch import Record
+from workers.config import parse
+from workers.runner import Runner
+from workers.state import TxPartition
+from workers.terminals import TerminalTable
+
+D0 = 17_700 * DAY_MS
+
+
+class FakeScorer:
+    provider = "CPUExecutionProvider"
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures, self.calls = failures, 0
+
+    def score(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ScoringError("boom")
+        return np.full(len(x), 0.75, dtype=np.float32)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, Any]] = []
+
+    async def send_all(self, records: Any) -> list[int]:
+        batch = list(records)
+        self.sent.extend(batch)
+        return [1] * len(batch)
+
+    async def publish_partials(self, *args: Any) -> None:
+        return None
+
+
+def make_runner(tmp_path: Path, scorer: FakeScorer, **flags: str) -> tuple[Runner, TerminalTable, FakePublisher]:
+    argv = ["--retries", "2", "--retry-backoff-ms", "1", "--data-dir", str(tmp_path)]
+    for k, v in flags.items():
+        argv += [f"--{k.replace('_', '-')}", v]
+    s = parse(argv)
+    table = TerminalTable(tx_partitions=2, label_partitions=1)
+    pub = FakePublisher()
+    bundle = Bundle(tmp_path, {"model_version": "m1", "threshold": {"value": 0.5}})
+    runner = Runner(s, bundle, scorer, table, pub)  # type: ignore[arg-type]
+    for p in (0, 1):
+        runner.states[p] = TxPartition(p, s.lateness_ms)
+        runner.states[p].next_offset = 0
+    return runner, table, pub
+
+
+def rec(p: int, offset: int, ts: int, tx_id: str, value: bytes | None = None) -> Record:
+    body = value if value is not None else orjson.dumps(
+        {"tx_id": tx_id, "ts": ts, "customer_id": "c1", "terminal_id": "t1", "amount": 12.5})
+    return Record(p, offset, ts + 1000, b"c1", body, ts + 1000)
+
+
+def finalize(table: TerminalTable, day: int) -> None:
+    table.tx_wm.update({0: day, 1: day})
+    table.label_wm.update({0: day})
+
+
+def test_records_wait_for_final_buckets_then_flush_in_offset_order(tmp_path: Path) -> None:
+    runner, table, pub = make_runner(tmp_path, FakeScorer())
+    ts = D0 + 3600_000
+    batch = [rec(0, 0, ts, "a"), rec(0, 1, ts + 1, "b", b"{broken"), rec(0, 2, ts + 2, "c")]
+
+    async def go() -> tuple[list[Record], list[Record]]:
+        await runner.admit(batch)
+        before = await runner.flush()
+        finalize(table, D0 // DAY_MS - FEEDBACK_DELAY_DAYS - 1)
+        return before, await runner.flush()
+
+    before, after = asyncio.run(go())
+    assert before == []  # "a" is not final yet, and "b" waits behind it (offset order)
+    assert [r.offset for r in after] == [0, 1, 2]
+    topics = [t for t, *_ in pub.sent]
+    assert topics.count(runner.s.topics.scores) == 2 and topics.count(runner.s.topics.flags) == 2
+    assert topics.count(runner.s.topics.dlq) == 1
+
+
+def test_a_batch_that_keeps_failing_is_retried_then_dead_lettered(tmp_path: Path) -> None:
+    scorer = FakeScorer(failures=10)
+    runner, table, pub = make_runner(tmp_path, scorer)
+    finalize(table, 10**6)
+
+    async def go() -> list[Record]:
+        await runner.admit([rec(1, 0, D0, "a"), rec(1, 1, D0 + 5, "b")])
+        return await runner.flush()
+
+    done = asyncio.run(go())
+    assert [r.offset for r in done] == [0, 1]
+    assert scorer.calls == 3  # the first try and 2 retries
+    reasons = [dict(h)["dlq.reason"] for t, _, _, h in pub.sent if t == runner.s.topics.dlq]
+    assert reasons == [b"scoring_failed", b"scoring_failed"]
+
+
+def test_a_transaction_whose_buckets_never_finalise_is_dead_lettered_after_the_bound(tmp_path: Path) -> None:
+    runner, _, pub = make_runner(tmp_path, FakeScorer(), terminal_wait_s="0")
+
+    async def go() -> list[Record]:
+        await runner.admit([rec(0, 0, D0, "a")])
+        return await runner.flush()
+
+    assert [r.offset for r in asyncio.run(go())] == [0]
+    (_, _, value, headers), = pub.sent
+    assert dict(headers)["dlq.reason"] == b"terminal_state_not_final" and b'"tx_id":"a"' in value
+
+
+def test_a_partition_waiting_does_not_hold_back_another(tmp_path: Path) -> None:
+    runner, table, _ = make_runner(tmp_path, FakeScorer())
+    early, late = D0, D0 + 5 * DAY_MS
+    finalize(table, early // DAY_MS - FEEDBACK_DELAY_DAYS - 1)
+
+    async def go() -> list[Record]:
+        await runner.admit([rec(0, 0, late, "late"), rec(1, 0, early, "early")])
+        return await runner.flush()
+
+    assert [(r.partition, r.offset) for r in asyncio.run(go())] == [(1, 0)]
+    assert runner.pending_count() == 1
