@@ -1,0 +1,103 @@
+"""Shared pieces of the worker integration tests: topics per test, a worker subprocess, outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer
+
+from schemas.bundle import Bundle
+from schemas.features import offline_features
+from trainer.export import onnx_scores
+from trainer.simulate import History, Labels
+
+
+@dataclass
+class Run:
+    bootstrap: str
+    topics: dict[str, str]
+    group: str
+    bundle: Bundle
+    tmp: Path
+
+    def args(self) -> list[str]:
+        t = self.topics
+        return ["--bootstrap", self.bootstrap, "--bundle", str(self.bundle.path), "--group-id", self.group,
+                "--topic-transactions", t["transactions"], "--topic-labels", t["labels"],
+                "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
+                "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
+                "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", "500",
+                "--terminal-wait-s", "60"]
+
+    def start(self, worker_id: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{worker_id}.log", "ab")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen([sys.executable, "-m", "workers", *self.args(), "--worker-id", worker_id],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def log(self, worker_id: str) -> str:
+        return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
+
+
+def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list[object]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    out: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(out) < expect:
+        for rec in consumer:
+            out.append(rec)
+    consumer.close()
+    return out
+
+
+def expected_scores(h: History, lab: Labels, bundle: Bundle) -> dict[str, float]:
+    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.terminal_id, lab.ts,
+                         lab.is_fraud)
+    return dict(zip(h.tx_id.tolist(), onnx_scores(bundle.onnx_path, x).tolist(), strict=True))
+
+
+def wait_for_scores(r: Run, n: int, proc: subprocess.Popen[bytes] | None, timeout_s: float = 180,
+                    distinct: bool = False) -> list[dict[str, object]]:
+    """Score messages from the start of the topic until ``n`` (distinct tx ids when asked) are in."""
+    consumer = KafkaConsumer(r.topics["scores"], bootstrap_servers=r.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    out: list[dict[str, object]] = []
+    ids: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and (len(ids) if distinct else len(out)) < n:
+            for rec in consumer:
+                msg = orjson.loads(rec.value)
+                msg["_record_ts"] = rec.timestamp
+                out.append(msg)
+                ids.add(str(msg["tx_id"]))
+            assert proc is None or proc.poll() is None, f"the worker exited with {proc.returncode}"
+    finally:
+        consumer.close()
+    return out
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    return proc.wait(timeout=60)
+
+
+
+
+def output_count(r: Run, topic: str = "scores") -> int:
+    """Records on an output topic so far (cheap: end offsets only)."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=r.bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(r.topics[topic]) or set()
+        return sum(consumer.end_offsets([TopicPartition(r.topics[topic], p) for p in parts]).values())
+    finally:
+        consumer.close()
