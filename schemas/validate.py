@@ -2,12 +2,12 @@
 
 ``decode_transaction(raw, now_ms)`` returns either a ``Tx`` or a ``Reject(reason, detail)``;
 bad records are values, not exceptions. Reason codes are stable (they travel in the
-dead-letter headers); ``REASONS`` lists them.
+dead-letter headers): ``category`` or ``category:what`` (``missing_field:amount``,
+``bad_type:ts``, ``bad_amount:sub_cent`` ...); ``REASONS`` lists the categories.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import orjson
@@ -18,7 +18,8 @@ REASONS = {
     "empty": "the record value is empty",
     "too_large": f"the record value is larger than {MAX_MESSAGE_BYTES} bytes",
     "not_utf8": "the record value is not valid UTF-8",
-    "bad_json": "the record value is not valid JSON",
+    "bad_json": "the record value is not valid JSON (NaN and Infinity literals included)",
+    "too_deep": "the JSON nests deeper than the decoder allows",
     "not_object": "the JSON value is not an object",
     "missing_field": "a required field is missing",
     "bad_type": "a field has the wrong JSON type",
@@ -47,6 +48,10 @@ class Reject(NamedTuple):
     reason: str
     detail: str
 
+    @property
+    def category(self) -> str:
+        return self.reason.split(":", 1)[0]
+
 
 def _bad_id(v: Any) -> bool:
     return not (0 < len(v) <= ID_MAX_LEN and v.isascii() and v.isprintable() and " " not in v)
@@ -63,26 +68,28 @@ def check_transaction(obj: Any, now_ms: int, max_future_ms: int) -> Tx | Reject:
         terminal_id = obj["terminal_id"]
         amount = obj["amount"]
     except KeyError as exc:
-        return Reject("missing_field", f"missing field {exc.args[0]!r}")
+        return Reject(f"missing_field:{exc.args[0]}", f"missing field {exc.args[0]!r}")
     for name, v in (("tx_id", tx_id), ("customer_id", customer_id), ("terminal_id", terminal_id)):
         if type(v) is not str:
-            return Reject("bad_type", f"{name} must be a string, got {type(v).__name__}")
+            return Reject(f"bad_type:{name}", f"{name} must be a string, got {type(v).__name__}")
         if _bad_id(v):
-            return Reject("bad_id", f"{name} must be 1..{ID_MAX_LEN} printable ASCII characters without spaces")
+            return Reject(f"bad_id:{name}", f"{name} must be 1..{ID_MAX_LEN} printable ASCII characters without spaces")
     if type(ts) is not int:
-        return Reject("bad_type", f"ts must be an integer (epoch ms), got {type(ts).__name__}")
+        return Reject("bad_type:ts", f"ts must be an integer (epoch ms), got {type(ts).__name__}")
     if not TS_MIN_MS <= ts < TS_MAX_MS:
         return Reject("bad_ts", f"ts {ts} outside [{TS_MIN_MS}, {TS_MAX_MS})")
     if ts > now_ms + max_future_ms:
-        return Reject("future_ts", f"ts {ts} is {(ts - now_ms) / 1000:.0f}s ahead of the worker's clock")
+        return Reject("future_ts", f"ts {ts} is {(ts - now_ms) / 1000:.0f}s ahead of the record's timestamp")
     t = type(amount)
     if t is not float and t is not int:
-        return Reject("bad_type", f"amount must be a number, got {t.__name__}")
-    if not (math.isfinite(amount) and 0 < amount <= AMOUNT_MAX):
-        return Reject("bad_amount", f"amount {amount!r} must be finite, > 0 and <= {AMOUNT_MAX:.0f}")
+        return Reject("bad_type:amount", f"amount must be a number, got {t.__name__}")
+    if not amount > 0:
+        return Reject("bad_amount:not_positive", f"amount {amount!r} must be > 0")
+    if not amount <= AMOUNT_MAX:
+        return Reject("bad_amount:too_large", f"amount {amount!r} must be <= {AMOUNT_MAX:.0f}")
     cents = round(amount * 100)
     if abs(amount * 100 - cents) > 1e-6 * max(1.0, abs(amount)):
-        return Reject("bad_amount", f"amount {amount!r} has a fraction of a cent")
+        return Reject("bad_amount:sub_cent", f"amount {amount!r} has a fraction of a cent")
     return Tx(tx_id, ts, customer_id, terminal_id, int(cents))
 
 
@@ -99,5 +106,7 @@ def decode_transaction(raw: bytes | None, now_ms: int, max_future_ms: int = 3_60
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return Reject("not_utf8", "the record value is not valid UTF-8")
+        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+            return Reject("too_deep", str(exc)[:200])
         return Reject("bad_json", str(exc)[:200])
     return check_transaction(obj, now_ms, max_future_ms)

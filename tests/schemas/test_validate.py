@@ -35,25 +35,26 @@ def test_good_transaction_decodes_to_exact_cents() -> None:
         (b'{"tx_id": ', "bad_json"),
         (b"[1, 2]", "not_object"),
         (b'"just a string"', "not_object"),
-        (_raw(amount=...), "missing_field"),
-        (_raw(tx_id=...), "missing_field"),
-        (_raw(ts="2018-04-01"), "bad_type"),
-        (_raw(ts=1.5e12), "bad_type"),
-        (_raw(ts=True), "bad_type"),
-        (_raw(customer_id=42), "bad_type"),
-        (_raw(amount="12.34"), "bad_type"),
-        (_raw(amount=None), "bad_type"),
-        (_raw(amount=True), "bad_type"),
-        (_raw(tx_id=""), "bad_id"),
-        (_raw(tx_id="x" * 65), "bad_id"),
-        (_raw(terminal_id="t 1"), "bad_id"),
-        (_raw(customer_id="ç1"), "bad_id"),
-        (_raw(amount=-5.0), "bad_amount"),
-        (_raw(amount=0), "bad_amount"),
-        (_raw(amount=1e12), "bad_amount"),
-        (_raw(amount=1.005), "bad_amount"),
+        (_raw(amount=...), "missing_field:amount"),
+        (_raw(tx_id=...), "missing_field:tx_id"),
+        (_raw(ts="2018-04-01"), "bad_type:ts"),
+        (_raw(ts=1.5e12), "bad_type:ts"),
+        (_raw(ts=True), "bad_type:ts"),
+        (_raw(customer_id=42), "bad_type:customer_id"),
+        (_raw(amount="12.34"), "bad_type:amount"),
+        (_raw(amount=None), "bad_type:amount"),
+        (_raw(amount=True), "bad_type:amount"),
+        (_raw(tx_id=""), "bad_id:tx_id"),
+        (_raw(tx_id="x" * 65), "bad_id:tx_id"),
+        (_raw(terminal_id="t 1"), "bad_id:terminal_id"),
+        (_raw(customer_id="ç1"), "bad_id:customer_id"),
+        (_raw(amount=-5.0), "bad_amount:not_positive"),
+        (_raw(amount=0), "bad_amount:not_positive"),
+        (_raw(amount=1e12), "bad_amount:too_large"),
+        (_raw(amount=1.005), "bad_amount:sub_cent"),
         (b'{"tx_id":"a","ts":1522540800000,"customer_id":"c","terminal_id":"t","amount":NaN}', "bad_json"),
         (_raw(ts=1), "bad_ts"),
+        (b"[" * 2000, "too_deep"),
         (_raw(ts=NOW + 86_400_000), "future_ts"),
     ],
 )
@@ -61,7 +62,7 @@ def test_bad_records_are_rejected_with_their_reason(raw: bytes, reason: str) -> 
     got = decode_transaction(raw, NOW)
     assert isinstance(got, Reject), got
     assert got.reason == reason, got
-    assert got.reason in REASONS and got.detail
+    assert got.category in REASONS and got.detail
 
 
 def test_validation_is_fast_enough_for_stream_speed() -> None:
