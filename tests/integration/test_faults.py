@@ -15,7 +15,7 @@ import pytest
 from ops.kafka import LocalBroker
 from ops.loadgen.replay import events, produce
 from schemas.bundle import Bundle
-from tests.integration.harness import Run, expected_scores, output_count, stop, wait_for_scores
+from tests.integration.harness import Run, consume_all, expected_scores, output_count, stop, wait_for_scores
 from trainer.simulate import History, Labels
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,8 @@ def test_kill_9_mid_stream_loses_nothing_and_changes_no_score(run: Run, history:
     finally:
         assert stop(w2) == 0, run.log("w2")[-3000:]
     duplicates = check_scores(scores, h, lab, run.bundle)
+    dlq = consume_all(run.bootstrap, run.topics["dlq"], 1, 3)
+    assert not dlq, "a redelivered record (same partition and offset) is not a duplicate"
     # At most what was scored since the last commit (interval 1 s) before the kill, plus a batch.
     window_ms = 3000
     recent = sum(1 for s in scores[: len(scores) - (len(scores) - len(first))]

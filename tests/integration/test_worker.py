@@ -25,17 +25,17 @@ pytestmark = pytest.mark.integration
 GOOD = {"tx_id": "x", "ts": 1_522_540_800_000, "customer_id": "c0", "terminal_id": "t0", "amount": 10.0}
 MALFORMED: list[tuple[bytes | None, bytes, str]] = [
     (b"c0", b"{not json", "bad_json"),
-    (b"c0", orjson.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "missing_field"),
-    (b"c0", orjson.dumps({**GOOD, "ts": "yesterday"}), "bad_type"),
+    (b"c0", orjson.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "missing_field:amount"),
+    (b"c0", orjson.dumps({**GOOD, "ts": "yesterday"}), "bad_type:ts"),
     (b"c0", b'{"tx_id":"n","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":NaN}', "bad_json"),
-    (b"c0", orjson.dumps({**GOOD, "amount": 2e9}), "bad_amount"),
-    (b"c0", orjson.dumps({**GOOD, "amount": -3.5}), "bad_amount"),
+    (b"c0", orjson.dumps({**GOOD, "amount": 2e9}), "bad_amount:too_large"),
+    (b"c0", orjson.dumps({**GOOD, "amount": -3.5}), "bad_amount:not_positive"),
     (b"c0", b"", "empty"),
     (b"c0", b"x" * 10_000, "too_large"),
     (b"c0", b"\xff\xfe\xfa", "not_utf8"),
     (b"c0", b'{"tx_id":"i","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":Infinity}', "bad_json"),
     (b"c0", b'{"tx_id":"j","ts":1522540800000,"customer_id":"c0","terminal_id":"t0","amount":1e999}', "bad_json"),
-    (b"c0", orjson.dumps({**GOOD, "customer_id": 7}), "bad_type"),
+    (b"c0", orjson.dumps({**GOOD, "customer_id": 7}), "bad_type:customer_id"),
     (b"c9", orjson.dumps(GOOD), "key_mismatch"),
 ]
 
