@@ -61,7 +61,7 @@ def test_poison_at_volume(run: Run, history: tuple[History, Labels]) -> None:
     h, lab = history
     stream = list(events(h, lab))
     bad: list[tuple[bytes, bytes, str]] = []
-    for kind, (reason, build) in KINDS.items():
+    for reason, build in KINDS.values():
         for i in range(PER_KIND):
             key, value = build(i)
             bad.append((key, value, reason))
@@ -108,4 +108,5 @@ def test_poison_at_volume(run: Run, history: tuple[History, Labels]) -> None:
     assert len(ids) == len(set(ids)) == len(h), "every good transaction scored exactly once, no bad one scored"
     got = Counter((d.value, dict(d.headers)["dlq.reason"].decode()) for d in dlq)  # type: ignore[attr-defined]
     expected = Counter((v, r) for _, v, r in bad)
-    assert got == expected, f"missing: {list((expected - got).items())[:3]}, extra: {list((got - expected).items())[:3]}"
+    missing, extra = list((expected - got).items())[:3], list((got - expected).items())[:3]
+    assert got == expected, f"missing: {missing}, extra: {extra}"
