@@ -21,7 +21,7 @@ import faust
 import orjson
 
 from schemas.bundle import Bundle
-from workers.batch import Record
+from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.runner import Runner
 from workers.score import Scorer
@@ -111,7 +111,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
                 for ev in events:
                     m = ev.message
                     held[(m.partition, m.offset)] = ev
-                    records.append(Record(m.partition, m.offset, round(m.timestamp * 1000), m.key, m.value, now))
+                    records.append(Record(m.partition, m.offset, round(m.timestamp * 1000), m.key, m.value, now,
+                                          replay_of(m.partition, m.headers)))
                 await runner.admit(records)
                 await flush_and_ack()
                 while runner.pending_count() > max_pending and not draining.is_set():

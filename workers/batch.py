@@ -27,6 +27,22 @@ class Record:
     key: bytes | None
     value: bytes | None
     consumed_at: int      # epoch ms when the worker took it
+    replay_of: int | None = None  # the offset this record had before it was dead-lettered and re-driven
+
+
+def replay_of(partition: int, headers: object) -> int | None:
+    """The original offset of a record re-driven by ``ops.dlq replay`` into the same partition."""
+    if not headers:
+        return None
+    h = dict(headers)  # type: ignore[call-overload]
+    if "dlq.replayed-from" not in h:
+        return None
+    try:
+        if int(h["dlq.source.partition"]) != partition:
+            return None
+        return int(h["dlq.source.offset"])
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass(slots=True)
@@ -54,7 +70,8 @@ def admit_one(rec: Record, state: TxPartition, max_future_ms: int) -> Tx | Rejec
         return got
     if rec.key is not None and rec.key != got.customer_id.encode():
         return Reject("key_mismatch", f"record key {rec.key[:80]!r} is not customer_id {got.customer_id!r}")
-    outcome = state.admit(got, rec.offset)
+    # A re-driven dead letter is the same record as its original offset (not a duplicate tx_id).
+    outcome = state.admit(got, rec.offset if rec.replay_of is None else rec.replay_of)
     if isinstance(outcome, Reject):
         return outcome
     return got

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.validate import Reject
-from workers.batch import Record, admit_one
+from workers.batch import Record, admit_one, replay_of
 from workers.config import Settings
 from workers.state import LabelPartition, Partial, TxPartition
 from workers.terminals import LAB, LABWM, TX, TXWM, TerminalTable, partial_key, watermark_key
@@ -213,7 +213,7 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
             for r in batches.get(tp, []):
                 if r.offset >= upto:
                     break
-                rec = Record(partition, r.offset, r.timestamp, r.key, r.value, 0)
+                rec = Record(partition, r.offset, r.timestamp, r.key, r.value, 0, replay_of(partition, r.headers))
                 admit_one(rec, state, s.max_future_ms)
                 replayed += 1
     finally:

@@ -65,9 +65,11 @@ def replay(args: argparse.Namespace) -> tuple[Counter[str], Counter[str]]:
             sent[reason] += 1
             if producer is not None:
                 origin = f"{rec.topic}/{rec.partition}/{rec.offset}".encode()
+                # The original partition/offset travel along: the worker treats the record as its
+                # original (same tx_id, same offset), not as a duplicate at a new offset.
+                keep = [(k, h[k]) for k in ("dlq.reason", "dlq.source.partition", "dlq.source.offset") if k in h]
                 futures.append(producer.send(target, key=rec.key, value=rec.value,
-                                             headers=[("dlq.replayed-from", origin), ("dlq.reason", h.get(
-                                                 "dlq.reason", b""))]))
+                                             headers=[("dlq.replayed-from", origin), *keep]))
             if args.limit and sum(sent.values()) >= args.limit:
                 break
         if producer is not None:

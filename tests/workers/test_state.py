@@ -75,3 +75,19 @@ def test_table_is_final_only_when_every_partition_closed_and_replacements_are_id
     # A watermark never moves back.
     table.apply(watermark_key(TXWM, 1), orjson.dumps(day - 10))
     assert table.tx_wm[1] == day + 3
+
+
+def test_a_redriven_dead_letter_is_its_original_record_not_a_duplicate() -> None:
+    from workers.batch import Record, admit_one, replay_of
+
+    p = TxPartition(0, lateness_ms=HOUR)
+    body = orjson.dumps({"tx_id": "a", "ts": D0, "customer_id": "c1", "terminal_id": "t1", "amount": 1.0})
+    assert admit_one(Record(0, 5, D0, b"c1", body, 0), p, HOUR) == Tx("a", D0, "c1", "t1", 100)
+    headers = [("dlq.replayed-from", b"dlq/0/3"), ("dlq.source.partition", b"0"), ("dlq.source.offset", b"5")]
+    redriven = Record(0, 9, D0, b"c1", body, 0, replay_of(0, headers))
+    assert redriven.replay_of == 5
+    assert admit_one(redriven, p, HOUR) == Tx("a", D0, "c1", "t1", 100)
+    assert p.customers["c1"].keys == [(D0, "a")]  # counted once
+    plain_copy = admit_one(Record(0, 10, D0, b"c1", body, 0), p, HOUR)
+    assert isinstance(plain_copy, Reject) and plain_copy.reason == "duplicate_tx_id"
+    assert replay_of(1, headers) is None and replay_of(0, None) is None
