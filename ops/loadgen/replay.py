@@ -32,7 +32,7 @@ def transaction_value(tx_id: str, ts: int, customer_id: str, terminal_id: str, c
 def events(h: History, labels: Labels | None, start: int = 0, stop: int | None = None) -> Iterator[Event]:
     """Transactions ``start:stop`` (by index) and the labels that become available in that span."""
     n = len(h.ts)
-    stop = n if stop is None else stop
+    stop = n if stop is None else min(stop, n)
     lo = int(h.ts[start]) if 0 < start < n else None
     hi = int(h.ts[stop]) if stop < n else None
     out = [Event(int(h.ts[i]), TX, str(h.customer_id[i]).encode(),

@@ -1,0 +1,55 @@
+"""Write a benchmark report: JSON, a markdown table, PNG plots; print the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ops.bench import plots
+from ops.bench.stats import markdown_table, throughput_rows
+
+THROUGHPUT_COLUMNS = [("what", "measurement", ""), ("tx_per_s", "tx/s", ",.0f"), ("vs_a", "÷ a (ceiling)", ".2f"),
+                      ("vs_b", "÷ b (naive)", ".1f")]
+LATENCY_COLUMNS = [("load", "offered load", ".0%"), ("offered_tx_per_s", "offered tx/s", ",.0f"),
+                   ("achieved_tx_per_s", "sent tx/s", ",.0f"), ("n", "n", ""), ("p50", "p50 ms", ".0f"),
+                   ("p95", "p95 ms", ".0f"), ("p99", "p99 ms", ".0f"), ("max", "max ms", ".0f")]
+SWEEP_COLUMNS = [("batch_size", "batch size", ""), ("max_wait_ms", "max wait ms", "g"), ("tx_per_s", "tx/s", ",.0f")]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    d = report.get("drains", {})
+    rate = {k: float(v["tx_per_s"]) for k, v in d.items()}
+    parts = [f"Command: `{m['command']}` ({'quick' if report['quick'] else 'full'}, N = {report['n']:,} transactions)",
+             f"Machine: {m['cores']} cores, {m['cpu']}; {m['platform']}; commit {m['commit']}; {m['when']}",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
+    if rate:
+        workers = {int(k[-1]): v for k, v in rate.items() if k.startswith("worker")}
+        rows = throughput_rows(rate.get("ceiling", float("nan")), rate.get("naive", float("nan")), workers)
+        parts += ["Throughput (drain of the same pre-produced input, measured from the output topic):", "",
+                  markdown_table(rows, THROUGHPUT_COLUMNS), ""]
+        if 1 in workers and 2 in workers:
+            parts += [f"2 workers / 1 worker: {workers[2] / workers[1]:.2f}", ""]
+    if "latency" in report:
+        lat = report["latency"]
+        parts += ["Latency, output record ts - input record ts, per offered load (% of worker x1 drain):", "",
+                  markdown_table(lat["loads"], LATENCY_COLUMNS), "",
+                  f"transactions without a score: {lat['missing']}", ""]
+    if "sweep" in report:
+        parts += ["Sweep (1 worker, drain):", "", markdown_table(report["sweep"], SWEEP_COLUMNS), ""]
+    return "\n".join(parts)
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    lat_values = report.get("latency", {}).pop("values", {})
+    if lat_values:
+        plots.latency_cdf(lat_values, out / "latency_cdf.png")
+    if report.get("timelines"):
+        plots.throughput(report["timelines"], out / "throughput.png")
+    if report.get("sweep"):
+        plots.sweep(report["sweep"], out / "sweep.png")
+    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    md = markdown(report)
+    (out / "bench.md").write_text(md + "\n")
+    print(md)

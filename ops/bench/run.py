@@ -1,0 +1,167 @@
+"""The benchmark's phases, each on the same pre-produced input unless it says otherwise.
+
+Throughput is measured from outside every process under test: the output topic's record
+timestamps (``stats.drain_rate``). Latency is output record timestamp minus input record
+timestamp, joined by tx_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ops.bench import kafka_io
+from ops.bench.baselines import naive, passthrough
+from ops.bench.stats import drain_rate, join_latency, percentiles, timeline
+from ops.bench.workers_run import WorkerSet
+from ops.loadgen.replay import events
+from ops.loadgen.schedule import Schedule, Step
+from ops.loadgen.send import send
+from trainer.simulate import History, Labels
+
+PARTITIONS = 4
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Drain:
+    name: str
+    tx_per_s: float
+    outputs: int
+    timeline: tuple[list[float], list[float]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tx_per_s": self.tx_per_s, "outputs": self.outputs, **self.extra}
+
+
+@dataclass
+class Context:
+    bootstrap: str
+    bundle: Path
+    history: History
+    labels: Labels
+    n: int
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    tx_topic: str = ""
+    label_topic: str = ""
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+
+def preproduce(ctx: Context) -> dict[str, Any]:
+    ctx.tx_topic, ctx.label_topic = ctx.topic("in-tx"), ctx.topic("in-labels")
+    kafka_io.create_topics(ctx.bootstrap, [ctx.tx_topic, ctx.label_topic], PARTITIONS)
+    s = send(ctx.bootstrap, ctx.tx_topic, ctx.label_topic, events(ctx.history, ctx.labels, 0, ctx.n), Schedule())
+    log(f"pre-produced {s.transactions} transactions + {s.labels} labels in {s.seconds:.1f}s "
+        f"(kafka-python {s.message_rate:,.0f} msg/s)")
+    return s.as_dict()
+
+
+def _drained(ctx: Context, name: str, topic: str, expect: int) -> Drain:
+    recs = kafka_io.read_topic(ctx.bootstrap, topic)
+    ts = np.array([r[0] for r in recs], dtype=np.int64)
+    d = Drain(name, drain_rate(ts), len(recs), timeline(ts))
+    if len(recs) < expect:
+        d.extra["missing"] = expect - len(recs)
+    log(f"{name}: {d.tx_per_s:,.0f} tx/s ({len(recs)} outputs)")
+    return d
+
+
+def ceiling(ctx: Context) -> Drain:
+    dst = ctx.topic("ceiling-out")
+    kafka_io.create_topics(ctx.bootstrap, [dst], PARTITIONS)
+    seconds = asyncio.run(passthrough(ctx.bootstrap, ctx.tx_topic, dst, ctx.n, PARTITIONS))
+    d = _drained(ctx, "a. ceiling", dst, ctx.n)
+    d.extra["inside_tx_per_s"] = ctx.n / seconds
+    return d
+
+
+def naive_baseline(ctx: Context, n: int) -> Drain:
+    dst = ctx.topic("naive-out")
+    kafka_io.create_topics(ctx.bootstrap, [dst], PARTITIONS)
+    b = _bundle_meta(ctx.bundle)
+    seconds = asyncio.run(naive(ctx.bootstrap, ctx.tx_topic, ctx.label_topic, dst, n, ctx.bundle / "model.lgb.txt",
+                                b["threshold"], PARTITIONS))
+    d = _drained(ctx, "b. naive", dst, n)
+    d.extra["inside_tx_per_s"] = n / seconds
+    return d
+
+
+def _bundle_meta(path: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = orjson.loads((path / "model.json").read_bytes())
+    thr = meta.get("threshold")
+    meta["threshold"] = float(thr["value"]) if isinstance(thr, dict) else float(str(thr))
+    return meta
+
+
+def worker_drain(ctx: Context, procs: int, batch_size: int = 1000, max_wait_ms: float = 5.0,
+                 timeout_s: float = 120) -> Drain:
+    ws = WorkerSet(ctx.bootstrap, ctx.bundle, ctx.tx_topic, ctx.label_topic, ctx.topic(f"w{uuid.uuid4().hex[:6]}"),
+                   ctx.workdir / "logs", batch_size, max_wait_ms, PARTITIONS)
+    name = f"c. worker x{procs} (batch {batch_size}, wait {max_wait_ms:g} ms)"
+    ws.start(procs)
+    try:
+        got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, ctx.n, timeout_s, ws.alive)
+        if got < ctx.n:
+            log(f"{name}: only {got}/{ctx.n} scores; worker log tail:\n{ws.tail()}")
+    finally:
+        ws.stop()
+    d = _drained(ctx, name, ws.scores_topic, ctx.n)
+    d.extra.update(procs=procs, batch_size=batch_size, max_wait_ms=max_wait_ms)
+    return d
+
+
+def first_index_of_day(h: History, day: int) -> int:
+    return int(np.searchsorted(h.ts, int(h.ts[0]) - int(h.ts[0]) % 86_400_000 + day * 86_400_000))
+
+
+def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float, warm_s: float = 2.0,
+            timeout_s: float = 120) -> dict[str, Any]:
+    """A worker on fresh topics; the load generator offers each fraction of ``capacity`` for ``step_s``."""
+    tx, lab = ctx.topic("lat-tx"), ctx.topic("lat-labels")
+    kafka_io.create_topics(ctx.bootstrap, [tx, lab], PARTITIONS)
+    ws = WorkerSet(ctx.bootstrap, ctx.bundle, tx, lab, ctx.topic("lat"), ctx.workdir / "logs", partitions=PARTITIONS)
+    steps = [Step(max(capacity * 0.1, 10.0), warm_s)] + [Step(capacity * f, step_s) for f in fractions]
+    schedule = Schedule(steps=steps)
+    skip = first_index_of_day(ctx.history, 8)  # labels flow from the first step on
+    ws.start(1)
+    try:
+        if not ws.wait_ready():
+            raise RuntimeError(f"the worker did not get ready:\n{ws.tail()}")
+        time.sleep(2.0)  # group join and partition assignment
+        sent = send(ctx.bootstrap, tx, lab, events(ctx.history, ctx.labels, skip, len(ctx.history)), schedule)
+        got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, sent.transactions, timeout_s, ws.alive)
+        if got < sent.transactions:
+            log(f"latency: only {got}/{sent.transactions} scores; worker log tail:\n{ws.tail()}")
+    finally:
+        ws.stop()
+    inputs = {orjson.loads(v)["tx_id"]: ts for ts, _, v in kafka_io.read_topic(ctx.bootstrap, tx)}
+    # Each transaction belongs to the step it was scheduled in (the load generator may lag behind).
+    step_of = {str(ctx.history.tx_id[skip + k]): schedule.step_of(schedule.due(k) or 0.0)
+               for k in range(sent.transactions)}
+    outputs = [(orjson.loads(v)["tx_id"], ts) for ts, _, v in kafka_io.read_topic(ctx.bootstrap, ws.scores_topic)]
+    lat, missing = join_latency(inputs, outputs)
+    loads: list[dict[str, Any]] = []
+    values: dict[str, list[float]] = {}
+    for i, f in enumerate(fractions, start=1):
+        v = [float(ms) for txid, ms in lat.items() if step_of.get(txid) == i]
+        label = f"{f:.0%} ({capacity * f:,.0f} tx/s)"
+        values[label] = v
+        loads.append({"load": f, "offered_tx_per_s": capacity * f, "achieved_tx_per_s": sent.step_rates[i],
+                      **percentiles(v)})
+        log(f"latency at {label}: " + ", ".join(f"{k} {loads[-1][k]:.0f}" for k in ("p50", "p95", "p99", "max")))
+    return {"loads": loads, "missing": missing, "sent": sent.as_dict(), "values": values}
