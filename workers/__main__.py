@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
                         inter_op_threads=s.inter_op_threads)
         log.info("inference: %s", scorer.describe())
+        log.info("kafka: %s at %s", s.auth.describe(), s.bootstrap)
         from workers.topics import ensure_topics
 
         partitions = ensure_topics(s)

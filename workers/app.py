@@ -36,6 +36,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     app = faust.App(
         s.group_id,
         broker=";".join(f"kafka://{b}" for b in s.bootstrap.split(",")),
+        broker_credentials=s.auth.faust(),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,

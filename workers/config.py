@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import ConfigError
+from schemas.kafka_auth import KafkaAuth
 from schemas.settings import add, flag, non_negative_float, positive_int
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -55,6 +56,7 @@ class Settings:
     retries: int
     retry_backoff_ms: int
     data_dir: Path
+    auth: KafkaAuth
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,5 +129,5 @@ def parse(argv: list[str] | None = None) -> Settings:
         inter_op_threads=a.inter_threads, stats_interval_s=a.stats_interval, worker_id=a.worker_id,
         group_id=a.group_id, auto_offset_reset=a.auto_offset_reset, lateness_ms=a.lateness_ms,
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
-        retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
+        retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir, auth=KafkaAuth.from_env(),
     )

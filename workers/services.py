@@ -35,7 +35,8 @@ class Publisher:
         self.s = s
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, acks="all", enable_idempotence=True,
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(),
+                                         acks="all", enable_idempotence=True,
                                          linger_ms=2, max_batch_size=256 * 1024, client_id=f"{self.s.worker_id}-out",
                                          request_timeout_ms=30000)
         await self.producer.start()
@@ -87,7 +88,8 @@ class TableReader:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, enable_auto_commit=False,
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(),
+                                         enable_auto_commit=False,
                                          client_id=f"{self.s.worker_id}-terminal-days", group_id=None)
         await self.consumer.start()
         tp = TopicPartition(self.s.topics.terminal_days, 0)
@@ -125,7 +127,7 @@ class LabelAggregator:
 
     async def start(self) -> None:
         s = self.s
-        self.consumer = AIOKafkaConsumer(s.topics.labels, bootstrap_servers=s.bootstrap,
+        self.consumer = AIOKafkaConsumer(s.topics.labels, bootstrap_servers=s.bootstrap, **s.auth.aiokafka(),
                                          group_id=f"{s.group_id}-labels", enable_auto_commit=False,
                                          auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels")
         await self.consumer.start()
@@ -201,7 +203,8 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
     """Fresh state for ``partition`` from its earliest offset up to ``upto`` (exclusive)."""
     state = TxPartition(partition, s.lateness_ms)
     tp = TopicPartition(s.topics.transactions, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.auth.aiokafka(), enable_auto_commit=False,
+                                group_id=None,
                                 client_id=f"{s.worker_id}-rebuild-{partition}")
     await consumer.start()
     replayed = 0

@@ -35,9 +35,19 @@ def topic_specs(s: Settings) -> dict[str, tuple[int, dict[str, str]]]:
 def ensure_topics(s: Settings) -> dict[str, int]:
     """Create missing topics; return the partition count of every topic."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id=f"{s.worker_id}-admin",
+        admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, **s.auth.kafka_python(),
+                                 client_id=f"{s.worker_id}-admin",
                                  request_timeout_ms=15000, bootstrap_timeout_ms=15000)
     except KafkaError as exc:
+        if "auth" in type(exc).__name__.lower() or "sasl" in str(exc).lower():
+            raise ConfigError(f"Kafka at {s.bootstrap} refused the credentials ({type(exc).__name__}): check "
+                              f"FRAUDSTREAM_KAFKA_USERNAME / FRAUDSTREAM_KAFKA_PASSWORD / the SASL mechanism") from exc
+        if s.auth.sasl:
+            raise ConfigError(
+                f"cannot connect to Kafka at {s.bootstrap} as {s.auth.describe()} ({type(exc).__name__}): the broker "
+                f"refused the credentials or is unreachable; check FRAUDSTREAM_KAFKA_USERNAME / "
+                f"FRAUDSTREAM_KAFKA_PASSWORD / FRAUDSTREAM_KAFKA_SASL_MECHANISM / FRAUDSTREAM_KAFKA_CA_FILE and "
+                f"--bootstrap") from exc
         raise ConfigError(
             f"cannot reach Kafka at {s.bootstrap} ({exc}): check --bootstrap / FRAUDSTREAM_BOOTSTRAP") from exc
     try:

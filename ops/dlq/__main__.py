@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from schemas.errors import FraudstreamError
+from schemas.kafka_auth import KafkaAuth
 from schemas.settings import add, flag
 
 
@@ -44,10 +45,12 @@ def _headers(record: Any) -> dict[str, bytes]:
 
 def replay(args: argparse.Namespace) -> tuple[Counter[str], Counter[str]]:
     """Returns (replayed, skipped) counts by reason."""
-    consumer = KafkaConsumer(args.dlq_topic, bootstrap_servers=args.bootstrap, auto_offset_reset="earliest",
+    auth = KafkaAuth.from_env().kafka_python()
+    consumer = KafkaConsumer(args.dlq_topic, bootstrap_servers=args.bootstrap, **auth, auto_offset_reset="earliest",
                              group_id=None if args.dry_run else args.group, enable_auto_commit=False,
                              consumer_timeout_ms=args.idle_ms)
-    producer = None if args.dry_run else KafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=5)
+    producer = None if args.dry_run else KafkaProducer(bootstrap_servers=args.bootstrap, **auth, acks="all",
+                                                       linger_ms=5)
     sent: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     try:

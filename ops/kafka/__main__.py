@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ops.kafka.launcher import DEFAULT_STATE_DIR, KAFKA_VERSION, BrokerError, LocalBroker, broker_answers
+from ops.kafka.secure import Secure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="client port; 0 picks free ports (env FRAUDSTREAM_KAFKA_PORT; default %(default)s)",
     )
     parser.add_argument("--heap", default="512m", help="broker JVM heap (default %(default)s)")
+    parser.add_argument("--sasl-ssl", action="store_true",
+                        help="clients must use SASL/SCRAM-SHA-256 over TLS (certificates made for this state dir); "
+                             "the user is --scram-user, its password env FRAUDSTREAM_KAFKA_PASSWORD")
+    parser.add_argument("--scram-user", default=os.environ.get("FRAUDSTREAM_KAFKA_USERNAME", "fraudstream"),
+                        help="SCRAM user added at format time (env FRAUDSTREAM_KAFKA_USERNAME; default fraudstream)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the broker to answer")
     return parser
 
@@ -42,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         ok = broker_answers(external, timeout_s=10.0)
         print(f"KAFKA_BOOTSTRAP={external}: {'answers' if ok else 'does NOT answer'} (nothing started or stopped)")
         return 0 if ok or args.command == "stop" else 1
-    broker = LocalBroker(args.state_dir, heap=args.heap)
+    secure = None
+    if args.sasl_ssl:
+        password = os.environ.get("FRAUDSTREAM_KAFKA_PASSWORD", "")
+        if len(password) < 8:
+            print("error: --sasl-ssl needs the SCRAM password (8+ characters) in env FRAUDSTREAM_KAFKA_PASSWORD",
+                  file=sys.stderr)
+            return 1
+        secure = Secure({args.scram_user: password})
+    broker = LocalBroker(args.state_dir, heap=args.heap, secure=secure)
     try:
         if args.command == "start":
             t0 = time.monotonic()
@@ -50,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"broker ready at {info.bootstrap} (pid {info.pid}, {time.monotonic() - t0:.1f}s); "
                   f"log {broker.log}", file=sys.stderr)
             print(info.bootstrap)
+            if info.ca_file:
+                print("# clients: FRAUDSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+                      "FRAUDSTREAM_KAFKA_SASL_MECHANISM=SCRAM-SHA-256 "
+                      f"FRAUDSTREAM_KAFKA_USERNAME={args.scram_user} FRAUDSTREAM_KAFKA_CA_FILE={info.ca_file} "
+                      "(password: the one given)", file=sys.stderr)
             return 0
         if args.command == "stop":
             print("broker stopped" if broker.stop() else "no broker running")

@@ -27,6 +27,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ops.kafka.secure import Secure, SecureSetupError, make_certificates, scram_arguments
+from ops.kafka.secure import properties as secure_properties
+
 KAFKA_VERSION = "4.4.0"
 POM = Path(__file__).with_name("pom.xml")
 DEFAULT_STATE_DIR = Path(".state/kafka")
@@ -42,10 +45,17 @@ class BrokerInfo:
     controller_port: int
     cluster_id: str
     pid: int
+    internal_port: int = 0   # SASL/TLS mode: the broker's loopback plaintext listener
+    ca_file: str = ""        # SASL/TLS mode: the CA clients must trust
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def probe(self) -> str:
+        """Where the launcher checks that the broker answers (plaintext)."""
+        return f"127.0.0.1:{self.internal_port or self.port}"
 
 
 def cache_dir() -> Path:
@@ -200,9 +210,11 @@ def server_properties(state: Path, port: int, controller_port: int, extra: dict[
 class LocalBroker:
     """A broker process whose files live under ``state_dir``."""
 
-    def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR, heap: str = "512m") -> None:
+    def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR, heap: str = "512m",
+                 secure: Secure | None = None) -> None:
         self.state = Path(state_dir).resolve()
         self.heap = heap
+        self.secure = secure
         self.log = self.state / "broker.log"
         self.info_file = self.state / "broker.json"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -222,7 +234,7 @@ class LocalBroker:
         """Start the broker (idempotent) and wait until it answers a metadata request."""
         current = self.running()
         if current:
-            if broker_answers(current.bootstrap):
+            if broker_answers(current.probe):
                 return current
             raise BrokerError(
                 f"a broker process (pid {current.pid}) runs for {self.state} but does not answer on "
@@ -230,15 +242,30 @@ class LocalBroker:
             )
         previous = self.info()
         self.state.mkdir(parents=True, exist_ok=True)
+        internal_port = 0
         if previous:  # Same data, same ports, same cluster id.
             port, controller_port, cluster_id = previous.port, previous.controller_port, previous.cluster_id
+            internal_port = previous.internal_port
         else:
             port = port or free_port()
             controller_port = controller_port or free_port()
             while controller_port == port:
                 controller_port = free_port()
             cluster_id = new_cluster_id()
-        for p in (port, controller_port):
+        extra: dict[str, str] = {}
+        scram: list[str] = []
+        ca_file = ""
+        if self.secure is not None:
+            while internal_port in (0, port, controller_port):
+                internal_port = free_port()
+            try:
+                ca, keystore, store_password = make_certificates(self.state / "tls")
+            except SecureSetupError as exc:
+                raise BrokerError(str(exc)) from exc
+            extra = secure_properties(port, internal_port, controller_port, keystore, store_password)
+            scram = scram_arguments(self.secure.users)
+            ca_file = str(ca)
+        for p in (port, controller_port, *([internal_port] if internal_port else [])):
             if port_in_use(p):
                 raise BrokerError(
                     f"port {p} on 127.0.0.1 is taken: stop what uses it, or pass --port 0 for free ports"
@@ -246,14 +273,18 @@ class LocalBroker:
         java = java_binary()
         cp = classpath()
         props = self.state / "server.properties"
-        props.write_text(server_properties(self.state, port, controller_port, {}))
+        props.write_text(server_properties(self.state, port, controller_port, extra))
+        props.chmod(0o600)  # holds the keystore password in SASL/TLS mode
         fmt = subprocess.run(
             [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(props), "--ignore-formatted"],
+             "-c", str(props), "--ignore-formatted", *scram],
             capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
-            raise BrokerError(f"formatting the broker's storage failed:\n{fmt.stdout}{fmt.stderr}")
+            detail = f"{fmt.stdout}{fmt.stderr}"
+            for password in (self.secure.users.values() if self.secure else ()):
+                detail = detail.replace(password, "***")
+            raise BrokerError(f"formatting the broker's storage failed:\n{detail}")
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(
                 [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
@@ -264,7 +295,8 @@ class LocalBroker:
                 start_new_session=True,
             )
         self._proc = proc
-        info = BrokerInfo(port=port, controller_port=controller_port, cluster_id=cluster_id, pid=proc.pid)
+        info = BrokerInfo(port=port, controller_port=controller_port, cluster_id=cluster_id, pid=proc.pid,
+                          internal_port=internal_port, ca_file=ca_file)
         self.info_file.write_text(json.dumps(asdict(info)))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -273,7 +305,7 @@ class LocalBroker:
                     f"the broker exited with code {proc.returncode} during start; its log says:\n"
                     f"{log_tail(self.log)}"
                 )
-            if broker_answers(info.bootstrap, timeout_s=2.0):
+            if broker_answers(info.probe, timeout_s=2.0):
                 return info
             time.sleep(0.5)
         self._terminate(proc.pid, grace_s=10)

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 from kafka import KafkaProducer
 
+from schemas.kafka_auth import KafkaAuth
 from trainer.simulate import History, Labels
 
 TX, LABEL = 1, 0  # on equal times a label goes first: it had arrived when the transaction happened
@@ -57,7 +58,8 @@ def events(h: History, labels: Labels | None, start: int = 0, stop: int | None =
 def produce(bootstrap: str, tx_topic: str, label_topic: str, stream: Iterator[Event], linger_ms: int = 5,
             extra: list[tuple[str, bytes | None, bytes]] | None = None) -> tuple[int, int]:
     """Send every event (and ``extra`` raw (topic, key, value) records) and wait for all acks."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms,
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **KafkaAuth.from_env().kafka_python(), acks="all",
+                             linger_ms=linger_ms,
                              batch_size=256 * 1024, compression_type=None)
     n_tx = n_lab = 0
     try:

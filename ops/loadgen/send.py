@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 
 from ops.loadgen.replay import TX, Event
 from ops.loadgen.schedule import Schedule
+from schemas.kafka_auth import KafkaAuth
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ Progress = Callable[[int, int, float], None]  # (transactions, labels, elapsed s
 
 def make_producer(bootstrap: str, opts: ProducerOptions) -> KafkaProducer:
     acks: int | str = opts.acks if opts.acks == "all" else int(opts.acks)
-    return KafkaProducer(bootstrap_servers=bootstrap, acks=acks, linger_ms=opts.linger_ms,
+    return KafkaProducer(bootstrap_servers=bootstrap, **KafkaAuth.from_env().kafka_python(), acks=acks,
+                         linger_ms=opts.linger_ms,
                          batch_size=opts.batch_size, compression_type=opts.compression,
                          max_request_size=4 * 1024 * 1024)
 

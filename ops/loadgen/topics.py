@@ -8,9 +8,12 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from schemas.kafka_auth import KafkaAuth
+
 
 def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fraudstream-loadgen-admin")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **KafkaAuth.from_env().kafka_python(),
+                             client_id="fraudstream-loadgen-admin")
     try:
         existing = set(admin.list_topics())
         for name in dict.fromkeys(names):
