@@ -51,10 +51,15 @@ class Publisher:
         todo = list(range(len(pending)))
         backoff = self.s.retry_backoff_ms / 1000
         while todo:
-            futures = []
+            futures: list[asyncio.Future[Any]] = []
             for i in todo:
                 topic, key, value, headers = pending[i]
-                futures.append(await self.producer.send(topic, value=value, key=key, headers=headers))
+                try:  # send() itself waits for buffer space and raises when none frees up in time
+                    futures.append(await self.producer.send(topic, value=value, key=key, headers=headers))
+                except KafkaError as exc:
+                    failed_send: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    failed_send.set_exception(exc)
+                    futures.append(failed_send)
             results = await asyncio.gather(*futures, return_exceptions=True)
             now = int(time.time() * 1000)
             failed = []

@@ -1,0 +1,1 @@
+"""A long fault run: python -m ops.chaos."""

@@ -1,0 +1,187 @@
+"""``python -m ops.chaos``: a longer fault run than the test suite — workers killed with SIGKILL,
+stopped gracefully, joined and left (rebalances), the broker restarted — while transactions and
+labels flow; then every score is checked against the clean offline score.
+
+Prints a table per fault kind: faults, transactions, lost, duplicated, score mismatches, and the
+recovery time (fault -> the scores topic grows again). Uses its own broker (it restarts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from ops.kafka import LocalBroker
+from ops.loadgen.replay import events, produce
+from schemas.bundle import load_bundle
+from schemas.features import offline_features
+from trainer.export import onnx_scores
+from trainer.simulate import SimConfig, labels_of, simulate
+
+FAULTS = ("kill", "graceful", "rebalance", "broker")
+
+
+def _count(bootstrap: str, topic: str) -> int:
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        return sum(c.end_offsets([TopicPartition(topic, p) for p in parts]).values())
+    except Exception:  # the broker may be down mid-fault: count as no progress
+        return -1
+    finally:
+        c.close()
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        tag = uuid.uuid4().hex[:6]
+        self.topics = {n: f"chaos-{n}-{tag}" for n in
+                       ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days")}
+        self.group = f"chaos-{tag}"
+        self.broker = LocalBroker(work / "kafka")
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.n_started = 0
+        self.bootstrap = ""
+
+    def start_worker(self) -> str:
+        self.n_started += 1
+        wid = f"chaos-w{self.n_started}"
+        argv = [sys.executable, "-m", "workers", "--bootstrap", self.bootstrap, "--bundle", str(self.args.bundle),
+                "--group-id", self.group, "--worker-id", wid, "--data-dir", str(self.work / "faust"),
+                "--terminal-wait-s", "120"]
+        for name, topic in self.topics.items():
+            argv += [f"--topic-{name.replace('_', '-')}", topic]
+        log = open(self.work / f"{wid}.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        self.workers[wid] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        return wid
+
+    def recovery(self, before: int, timeout_s: float = 120) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if _count(self.bootstrap, self.topics["scores"]) > before:
+                return time.monotonic() - t0
+            time.sleep(0.2)
+        return float("nan")
+
+    def inject(self, fault: str) -> float:
+        before = _count(self.bootstrap, self.topics["scores"])
+        if fault == "broker":
+            self.broker.stop()
+            time.sleep(2)
+            self.broker.start(port=0)
+        else:
+            victim = random.choice(sorted(self.workers))
+            proc = self.workers.pop(victim)
+            if fault == "rebalance":
+                self.start_worker()
+                time.sleep(3)
+            proc.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
+            proc.wait(timeout=60)
+            if fault != "rebalance":
+                self.start_worker()
+        return self.recovery(before)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ops.chaos", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, required=True, help="model bundle (python -m trainer run --quick)")
+    p.add_argument("--customers", type=int, default=300)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {', '.join(FAULTS)}")
+    p.add_argument("--interval", type=float, default=8.0, help="seconds between faults")
+    p.add_argument("--chunks", type=int, default=12, help="the history is produced in this many timed chunks")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json-out", type=Path)
+    args = p.parse_args(argv)
+    random.seed(args.seed)
+    args.bundle = load_bundle(args.bundle).path
+    faults = [f for f in args.faults.split(",") if f]
+    h = simulate(SimConfig(customers=args.customers, terminals=2 * args.customers, days=args.days, seed=args.seed))
+    lab = labels_of(h)
+    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.terminal_id, lab.ts,
+                         lab.is_fraud)
+    expected = dict(zip(h.tx_id.tolist(), onnx_scores(args.bundle / "model.onnx", x).tolist(), strict=True))
+    work = Path(tempfile.mkdtemp(prefix="fraudstream-chaos-"))
+    chaos = Chaos(args, work)
+    chaos.bootstrap = chaos.broker.start(port=0).bootstrap
+    log: list[dict[str, object]] = []
+    try:
+        chaos.start_worker()
+        chaos.start_worker()
+        bounds = [len(h) * i // args.chunks for i in range(args.chunks + 1)]
+
+        def producer() -> None:
+            for a, b in itertools.pairwise(bounds):
+                for _ in range(60):
+                    try:
+                        produce(chaos.bootstrap, chaos.topics["transactions"], chaos.topics["labels"],
+                                events(h, lab, a, b))
+                        break
+                    except Exception:  # the broker is being restarted: try the chunk again (duplicates are fine)
+                        time.sleep(2)
+                time.sleep(args.interval * 0.75)
+
+        feeder = threading.Thread(target=producer, daemon=True)
+        feeder.start()
+        i = 0
+        while feeder.is_alive():
+            time.sleep(args.interval)
+            fault = faults[i % len(faults)]
+            i += 1
+            t = chaos.inject(fault)
+            log.append({"fault": fault, "recovery_s": t})
+            print(f"[chaos] {fault}: scores flowing again after {t:.1f}s", file=sys.stderr, flush=True)
+        seen: dict[str, list[float]] = defaultdict(list)
+        c = KafkaConsumer(chaos.topics["scores"], bootstrap_servers=chaos.bootstrap, auto_offset_reset="earliest",
+                          consumer_timeout_ms=3000)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(seen) < len(h):
+            for r in c:
+                m = orjson.loads(r.value)
+                seen[m["tx_id"]].append(m["score"])
+        c.close()
+    finally:
+        for proc in chaos.workers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in chaos.workers.values():
+            proc.wait(timeout=60)
+        chaos.broker.stop()
+    lost = len(set(expected) - set(seen))
+    dup = sum(len(v) - 1 for v in seen.values())
+    mismatch = sum(1 for k, v in seen.items() for s in v if abs(s - expected[k]) > 1e-5)
+    print(f"{'fault':10} {'runs':>5} {'transactions':>13} {'lost':>5} {'duplicated':>10} {'mismatches':>10} "
+          f"{'recovery s (median)':>20}")
+    by: dict[str, list[float]] = defaultdict(list)
+    for e in log:
+        by[str(e["fault"])].append(float(e["recovery_s"]))  # type: ignore[arg-type]
+    for fault, times in by.items():
+        med = sorted(times)[len(times) // 2]
+        print(f"{fault:10} {len(times):>5} {len(h):>13} {'':>5} {'':>10} {'':>10} {med:>20.1f}")
+    print(f"{'all':10} {len(log):>5} {len(h):>13} {lost:>5} {dup:>10} {mismatch:>10}")
+    result = {"transactions": len(h), "lost": lost, "duplicated": dup, "mismatches": mismatch, "faults": log,
+              "work_dir": str(work)}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2))
+    return 0 if lost == 0 and mismatch == 0 else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
