@@ -47,6 +47,10 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * s.batch_size, 4096),
         stream_wait_empty=False,  # records held back at stop stay uncommitted; do not wait for them
+        # A dead worker's partitions move after this, not Faust's default 60 s: until then they
+        # stall, and so does every transaction whose terminal buckets wait for them.
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=max(s.session_timeout_s / 4, 0.5),
     )
     table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
     publisher = Publisher(s)

@@ -56,6 +56,7 @@ class Settings:
     retries: int
     retry_backoff_ms: int
     data_dir: Path
+    session_timeout_s: float
     auth: KafkaAuth
 
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--retries", "FRAUDSTREAM_RETRIES", 3, "scoring retries before a batch is dead-lettered", int)
     add(p, "--retry-backoff-ms", "FRAUDSTREAM_RETRY_BACKOFF_MS", 200, "first retry backoff (doubles)", int)
     add(p, "--data-dir", "FRAUDSTREAM_DATA_DIR", Path(".state/worker"), "Faust's local data directory", Path)
+    add(p, "--session-timeout-s", "FRAUDSTREAM_SESSION_TIMEOUT_S", 10.0,
+        "consumer-group session timeout: how long a dead worker's partitions wait before moving", non_negative_float)
     return p
 
 
@@ -129,5 +132,6 @@ def parse(argv: list[str] | None = None) -> Settings:
         inter_op_threads=a.inter_threads, stats_interval_s=a.stats_interval, worker_id=a.worker_id,
         group_id=a.group_id, auto_offset_reset=a.auto_offset_reset, lateness_ms=a.lateness_ms,
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
-        retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir, auth=KafkaAuth.from_env(),
+        retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
+        session_timeout_s=a.session_timeout_s, auth=KafkaAuth.from_env(),
     )
