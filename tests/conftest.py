@@ -7,6 +7,8 @@ Docker engine answers; else the project's own launcher (``ops.kafka``) on free p
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from ops.kafka import LocalBroker, broker_answers
+from schemas.bundle import Bundle, load_bundle
 
 
 def _docker_engine_answers() -> bool:
@@ -82,3 +85,14 @@ def new_group() -> Callable[[], str]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A quick model bundle (``python -m trainer run --quick``), trained once per session."""
+    root = tmp_path_factory.mktemp("bundle")
+    done = subprocess.run([sys.executable, "-m", "trainer", "run", "--quick", "--folds", "0", "--out",
+                           str(root / "b"), "--data-dir", str(root / "d")], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return load_bundle(Path(done.stdout.strip().splitlines()[-1]))

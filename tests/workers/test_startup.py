@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from schemas.bundle import Bundle
+
 
 def _worker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workers", "--bootstrap", "127.0.0.1:1", *args],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("b")
-    done = subprocess.run([sys.executable, "-m", "trainer", "run", "--quick", "--folds", "0", "--out",
-                           str(root / "b"), "--data-dir", str(root / "d")], capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -42,16 +34,16 @@ def test_missing_bundle(tmp_path: Path) -> None:
     assert done.returncode == 2 and "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_checksum_mismatch(bundle: Path, tmp_path: Path) -> None:
-    b = _copy(bundle, tmp_path)
+def test_checksum_mismatch(bundle: Bundle, tmp_path: Path) -> None:
+    b = _copy(bundle.path, tmp_path)
     with open(b / "model.onnx", "ab") as f:
         f.write(b"\0")
     done = _worker("--bundle", str(b))
     assert done.returncode == 2 and "model.onnx is corrupt" in done.stderr
 
 
-def test_wrong_feature_version(bundle: Path, tmp_path: Path) -> None:
-    b = _copy(bundle, tmp_path)
+def test_wrong_feature_version(bundle: Bundle, tmp_path: Path) -> None:
+    b = _copy(bundle.path, tmp_path)
     manifest = json.loads((b / "model.json").read_text())
     manifest["feature_set"]["version"] = "fs0-elsewhere"
     (b / "model.json").write_text(json.dumps(manifest))
@@ -59,35 +51,35 @@ def test_wrong_feature_version(bundle: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "feature set 'fs0-elsewhere'" in done.stderr
 
 
-def test_corrupt_onnx_with_matching_checksum(bundle: Path, tmp_path: Path) -> None:
+def test_corrupt_onnx_with_matching_checksum(bundle: Bundle, tmp_path: Path) -> None:
     from schemas.bundle import seal
 
-    b = _copy(bundle, tmp_path)
+    b = _copy(bundle.path, tmp_path)
     (b / "model.onnx").write_bytes(b"this is not an onnx graph")
     seal(b, json.loads((b / "model.json").read_text()))
     done = _worker("--bundle", str(b))
     assert done.returncode == 2 and "model.onnx" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_unsigned_bundle_when_signature_required(bundle: Path) -> None:
-    done = _worker("--bundle", str(bundle), "--require-signature", "true",
+def test_unsigned_bundle_when_signature_required(bundle: Bundle) -> None:
+    done = _worker("--bundle", str(bundle.path), "--require-signature", "true",
                    env={"FRAUDSTREAM_BUNDLE_KEY": "k" * 32})
     assert done.returncode == 2 and "not signed" in done.stderr
 
 
-def test_forced_provider_that_cannot_load(bundle: Path) -> None:
+def test_forced_provider_that_cannot_load(bundle: Bundle) -> None:
     import onnxruntime as ort
 
-    done = _worker("--bundle", str(bundle), "--provider", "cuda")
+    done = _worker("--bundle", str(bundle.path), "--provider", "cuda")
     if "CUDAExecutionProvider" in ort.get_available_providers() and done.returncode != 2:
         pytest.fail("on a GPU host the cuda provider must load or be refused clearly")  # pragma: no cover
     assert done.returncode == 2 and "cuda" in done.stderr.lower() and "--provider cpu" in done.stderr
 
 
-def test_bad_setting_names_its_variable(bundle: Path) -> None:
-    done = _worker("--bundle", str(bundle), env={"FRAUDSTREAM_BATCH_SIZE": "0"})
+def test_bad_setting_names_its_variable(bundle: Bundle) -> None:
+    done = _worker("--bundle", str(bundle.path), env={"FRAUDSTREAM_BATCH_SIZE": "0"})
     assert done.returncode == 2 and "FRAUDSTREAM_BATCH_SIZE" in done.stderr
-    done = _worker("--bundle", str(bundle), "--provider", "quantum")
+    done = _worker("--bundle", str(bundle.path), "--provider", "quantum")
     assert done.returncode == 2 and "--provider 'quantum'" in done.stderr
 
 
