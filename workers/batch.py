@@ -116,12 +116,14 @@ def score_message(tx: Tx, rec: Record, score: float, threshold: float, model_ver
     })
 
 
-def dead_letter_headers(rec: Record, reject: Reject, topic: str, worker_id: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(partition: int, offset: int, reject: Reject, topic: str,
+                        worker_id: str) -> list[tuple[str, bytes]]:
+    """The dead-letter headers (schemas.messages.DEAD_LETTER) of the record at ``topic/partition/offset``."""
     return [
         ("dlq.reason", reject.reason.encode()),
         ("dlq.detail", reject.detail.encode("utf-8", "replace")[:1000]),
         ("dlq.source.topic", topic.encode()),
-        ("dlq.source.partition", str(rec.partition).encode()),
-        ("dlq.source.offset", str(rec.offset).encode()),
+        ("dlq.source.partition", str(partition).encode()),
+        ("dlq.source.offset", str(offset).encode()),
         ("dlq.worker", worker_id.encode()),
     ]

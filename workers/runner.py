@@ -164,7 +164,7 @@ class Runner:
                 outputs.append((t.flags, key, msg, None))
         n_scored_outputs = len(outputs)
         for rec, reject in dead:
-            headers = dead_letter_headers(rec, reject, t.transactions, s.worker_id)
+            headers = dead_letter_headers(rec.partition, rec.offset, reject, t.transactions, s.worker_id)
             outputs.append((t.dlq, rec.key, rec.value or b"", headers))
         acked = await self.publisher.send_all(outputs)
         if ready:

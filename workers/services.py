@@ -20,8 +20,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas.features import FEEDBACK_DELAY_DAYS
 from schemas.validate import Reject
-from workers.batch import Record, admit_one, replay_of
+from workers.batch import Record, admit_one, dead_letter_headers, replay_of
 from workers.config import Settings
 from workers.state import LabelPartition, Partial, TxPartition
 from workers.terminals import LAB, LABWM, TX, TXWM, TerminalTable, partial_key, watermark_key
@@ -181,10 +182,8 @@ class LabelAggregator:
         if dead:
             self.dead_lettered += len(dead)
             await self.publisher.send_all(
-                (self.s.topics.dlq, r.key, r.value,
-                 [("dlq.reason", rj.reason.encode()), ("dlq.detail", rj.detail.encode()),
-                  ("dlq.source.topic", r.topic.encode()), ("dlq.source.partition", str(r.partition).encode()),
-                  ("dlq.source.offset", str(r.offset).encode()), ("dlq.worker", self.s.worker_id.encode())])
+                (self.s.topics.dlq, r.key, r.value or b"",
+                 dead_letter_headers(r.partition, r.offset, rj, r.topic, self.s.worker_id))
                 for r, rj in dead)
         tx_final = self.table.tx_final_through()
         for p, state in self.states.items():
@@ -195,8 +194,6 @@ class LabelAggregator:
             if tx_final is not None and caught_up and now - self.last_seen[p] >= self.s.idle_ms / 1000:
                 # Nothing pending on this partition: labels of days that ended a feedback delay
                 # before the transactions' watermark have all been published.
-                from schemas.features import FEEDBACK_DELAY_DAYS
-
                 idle_through = tx_final - FEEDBACK_DELAY_DAYS
             partials = state.close_days(idle_through)
             if partials or (state.closed_through is not None and self.table.label_wm.get(p) != state.closed_through):
