@@ -23,6 +23,7 @@ import orjson
 from schemas.bundle import Bundle
 from workers.batch import Record, replay_of
 from workers.config import Settings
+from workers.consume import DirectConsumer
 from workers.runner import Runner
 from workers.score import Scorer
 from workers.services import LabelAggregator, Publisher, TableReader
@@ -34,7 +35,9 @@ log = logging.getLogger("fraudstream.worker")
 def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int]) -> faust.App:
     (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        s.group_id,
+        # The transactions' consumer group is s.group_id in both modes; with the direct consumer
+        # the Faust app (timers, tasks, lifecycle) joins a group of its own.
+        s.group_id if s.consumer == "agent" else f"{s.group_id}-app",
         broker=";".join(f"kafka://{b}" for b in s.bootstrap.split(",")),
         broker_credentials=s.auth.faust(),
         value_serializer="raw",
@@ -77,6 +80,10 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     async def drain() -> None:
         log.info("SIGTERM: draining the batch in flight")
         draining.set()
+        if direct is not None:
+            direct.stopping.set()
+            if direct_task is not None:
+                await direct_task  # flushes what it can, commits, leaves the group
         await idle.wait()
         await asyncio.sleep(0)
         os.kill(os.getpid(), signal.SIGINT)  # Faust's own clean stop: commits acked offsets
@@ -100,7 +107,18 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         fatal.set()
         os.kill(os.getpid(), signal.SIGINT)
 
-    @app.agent(topic)
+    direct = DirectConsumer(s, runner, fail) if s.consumer == "direct" else None
+    direct_task: asyncio.Task[None] | None = None
+
+    @app.task
+    async def consume_directly() -> None:
+        nonlocal direct_task
+        if direct is None:
+            return
+        await ready.wait()
+        await direct.start()
+        direct_task = asyncio.ensure_future(direct.run())
+
     async def score(stream: Any) -> None:
         streams[:] = [stream]
         async for events in stream.take_events(s.batch_size, within=max(s.max_wait_ms, 0.1) / 1000):
@@ -129,15 +147,21 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
             finally:
                 idle.set()
 
+    if direct is None:
+        app.agent(topic, name="score")(score)
+
     @app.task
     async def flusher() -> None:
         """Scores what waited for terminal finality when no new batch arrives to trigger it."""
         await ready.wait()
         while not fatal.is_set():
             await asyncio.sleep(0.02)
-            if streams and runner.pending_count():
+            if runner.pending_count() and (streams or (direct is not None and direct.consumer is not None)):
                 try:
-                    await flush_and_ack()
+                    if direct is not None:
+                        await direct.flush_and_commit()
+                    else:
+                        await flush_and_ack()
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -26,6 +26,7 @@ class Run:
     group: str
     bundle: Bundle
     tmp: Path
+    consumer: str = "direct"
 
     def args(self) -> list[str]:
         t = self.topics
@@ -34,7 +35,7 @@ class Run:
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
                 "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
                 "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", "500",
-                "--terminal-wait-s", "60"]
+                "--terminal-wait-s", "60", "--consumer", self.consumer]
 
     def start(self, worker_id: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{worker_id}.log", "ab")  # noqa: SIM115 - closed with the process

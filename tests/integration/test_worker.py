@@ -40,8 +40,11 @@ MALFORMED: list[tuple[bytes | None, bytes, str]] = [
 ]
 
 
-def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tuple[History, Labels]) -> None:
+@pytest.mark.parametrize("consumer", ["direct", "agent"])
+def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tuple[History, Labels],
+                                                           consumer: str) -> None:
     h, lab = history
+    run.consumer = consumer
     worker = run.start("w1")
     try:
         stream = list(events(h, lab))

@@ -1,0 +1,105 @@
+"""The direct consumer: batches of transactions straight from aiokafka, inside the Faust app.
+
+Faust's per-event stream machinery cost ~30 % of the worker's time (BENCHMARKS.md profile); this
+path takes whole fetches with ``getmany`` (the record parsing is aiokafka's C extension) and
+hands them to the same ``Runner``. Offsets are committed by us, after the outputs of the flushed
+records were acknowledged, per partition up to the last flushed offset — the flushed records of a
+partition are always a prefix of what was admitted, in offset order, so nothing past an
+unacknowledged output is ever committed. A flush and its commit hold one lock, so commits never
+move backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from workers.batch import Record, replay_of
+from workers.config import Settings
+from workers.runner import Runner
+
+log = logging.getLogger("fraudstream.worker")
+
+
+class DirectConsumer:
+    def __init__(self, s: Settings, runner: Runner, on_fatal: Callable[[str], None]) -> None:
+        self.s, self.runner, self.on_fatal = s, runner, on_fatal
+        self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        s = self.s
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap, **s.auth.aiokafka(), group_id=s.group_id, client_id=s.worker_id,
+            enable_auto_commit=False, auto_offset_reset=s.auto_offset_reset, max_poll_records=s.batch_size,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(int(s.session_timeout_s * 250), 500))
+        await self.consumer.start()
+        self.consumer.subscribe([s.topics.transactions], listener=_Listener(self))
+
+    async def flush_and_commit(self) -> int:
+        assert self.consumer is not None
+        async with self.lock:
+            records = await self.runner.flush()
+            last: dict[int, int] = {}
+            for r in records:
+                last[r.partition] = r.offset
+            if last:
+                topic = self.s.topics.transactions
+                await self.consumer.commit({TopicPartition(topic, p): o + 1 for p, o in last.items()})
+            return len(records)
+
+    async def run(self) -> None:
+        """Fetch, admit, flush, commit until asked to stop; then flush what can be and leave the group."""
+        assert self.consumer is not None
+        max_pending = 50 * self.s.batch_size
+        timeout_ms = max(int(self.s.max_wait_ms), 1)
+        try:
+            while not self.stopping.is_set():
+                if self.runner.pending_count() > max_pending:
+                    await asyncio.sleep(0.01)  # backpressure: waiting for terminal buckets to become final
+                    await self.flush_and_commit()
+                    continue
+                batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.s.batch_size)
+                now = int(time.time() * 1000)
+                records = [Record(r.partition, r.offset, r.timestamp, r.key, r.value, now,
+                                  replay_of(r.partition, r.headers))
+                           for rs in batches.values() for r in rs]
+                if records:
+                    async with self.lock:
+                        await self.runner.admit(records)
+                await self.flush_and_commit()
+            await self.flush_and_commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.on_fatal("consuming transactions")
+            return
+        finally:
+            if self.stopping.is_set():
+                await self.consumer.stop()
+
+    async def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Before partitions move: flush and commit what can be, forget their state and queues."""
+        try:
+            await self.flush_and_commit()
+        except Exception:  # the commit may fail mid-rebalance; the new owner starts at the last commit
+            log.warning("flush before revoking %s failed; the new owner re-scores from the last commit",
+                        sorted(tp.partition for tp in partitions), exc_info=True)
+        self.runner.drop_partitions({tp.partition for tp in partitions if tp.topic == self.s.topics.transactions})
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: DirectConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.owner.revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("transactions partitions assigned: %s", sorted(tp.partition for tp in assigned))
