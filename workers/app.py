@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from schemas.bundle import Bundle
 from workers.batch import Record, replay_of
@@ -90,7 +91,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
 
     held: dict[tuple[int, int], Any] = {}  # (partition, offset) -> event we hold a reference on
     streams: list[Any] = []
-    max_pending = 50 * s.batch_size
+    limit = 20 * s.batch_size
+    paused: set[int] = set()
 
     async def flush_and_ack() -> int:
         records = await runner.flush()
@@ -99,6 +101,20 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
             if ev is not None:
                 await streams[0].ack(ev)
         return len(records)
+
+    def apply_flow() -> None:
+        """Per-partition backpressure (see Runner.flow) through Faust's consumer."""
+        nonlocal paused
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
+        paused &= assigned
+        pause, resume = runner.flow(paused, limit)
+        pause &= assigned
+        resume &= assigned
+        if pause:
+            app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in pause})
+        if resume:
+            app.consumer.resume_partitions({TP(s.topics.transactions, p) for p in resume})
+        paused = (paused | pause) - resume
 
     def fail(what: str) -> None:
         # A bug, not bad input (bad input is dead-lettered): stop without acking, so the records
@@ -138,8 +154,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
                                           replay_of(m.partition, m.headers)))
                 await runner.admit(records)
                 await flush_and_ack()
-                while runner.pending_count() > max_pending and not draining.is_set():
-                    await asyncio.sleep(0.01)  # backpressure: the flusher drains as buckets become final
+                apply_flow()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -162,6 +177,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
                         await direct.flush_and_commit()
                     else:
                         await flush_and_ack()
+                        apply_flow()
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -57,14 +57,22 @@ class DirectConsumer:
     async def run(self) -> None:
         """Fetch, admit, flush, commit until asked to stop; then flush what can be and leave the group."""
         assert self.consumer is not None
-        max_pending = 50 * self.s.batch_size
+        limit = 20 * self.s.batch_size
         timeout_ms = max(int(self.s.max_wait_ms), 1)
+        topic = self.s.topics.transactions
+        paused: set[int] = set()
         try:
             while not self.stopping.is_set():
-                if self.runner.pending_count() > max_pending:
-                    await asyncio.sleep(0.01)  # backpressure: waiting for terminal buckets to become final
-                    await self.flush_and_commit()
-                    continue
+                assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
+                paused &= assigned
+                pause, resume = self.runner.flow(paused, limit)
+                pause &= assigned
+                resume &= assigned
+                if pause:
+                    self.consumer.pause(*(TopicPartition(topic, p) for p in pause))
+                if resume:
+                    self.consumer.resume(*(TopicPartition(topic, p) for p in resume))
+                paused = (paused | pause) - resume
                 batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.s.batch_size)
                 now = int(time.time() * 1000)
                 records = [Record(r.partition, r.offset, r.timestamp, r.key, r.value, now,

@@ -62,6 +62,15 @@ class Runner:
     def pending_count(self) -> int:
         return sum(len(q) for q in self.pending.values())
 
+    def flow(self, paused: set[int], limit: int) -> tuple[set[int], set[int]]:
+        """Backpressure per partition: (to pause, to resume). A partition whose queue passed ``limit``
+        stops fetching until it is below half; the others keep fetching, because a queue usually
+        waits for *another* partition's watermark, and a global stop would starve exactly that one."""
+        sizes = {p: len(q) for p, q in self.pending.items()}
+        pause = {p for p, n in sizes.items() if n > limit and p not in paused}
+        resume = {p for p in paused if sizes.get(p, 0) <= limit // 2}
+        return pause, resume
+
     async def ensure_state(self, records: list[Record]) -> None:
         """Partition state must continue exactly where the batch starts, else rebuild it."""
         first: dict[int, int] = {}

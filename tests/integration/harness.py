@@ -27,6 +27,7 @@ class Run:
     bundle: Bundle
     tmp: Path
     consumer: str = "direct"
+    batch_size: int = 500
 
     def args(self) -> list[str]:
         t = self.topics
@@ -34,7 +35,7 @@ class Run:
                 "--topic-transactions", t["transactions"], "--topic-labels", t["labels"],
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
                 "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
-                "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", "500",
+                "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", str(self.batch_size),
                 "--terminal-wait-s", "60", "--consumer", self.consumer]
 
     def start(self, worker_id: str) -> subprocess.Popen[bytes]:

@@ -138,3 +138,17 @@ def test_a_partition_waiting_does_not_hold_back_another(tmp_path: Path) -> None:
 
     assert [(r.partition, r.offset) for r in asyncio.run(go())] == [(1, 0)]
     assert runner.pending_count() == 1
+
+
+def test_backpressure_pauses_only_the_partitions_whose_queues_are_long(tmp_path: Path) -> None:
+    runner, _, _ = make_runner(tmp_path, FakeScorer())
+    far = D0 + 20 * DAY_MS  # needs buckets nobody closed: stays queued
+
+    async def go() -> None:
+        await runner.admit([rec(0, i, far + i, f"a{i}") for i in range(30)] + [rec(1, 0, far, "b0")])
+
+    asyncio.run(go())
+    pause, resume = runner.flow(set(), limit=10)
+    assert pause == {0} and resume == set()
+    runner.pending[0].clear()
+    assert runner.flow({0}, limit=10) == (set(), {0})
