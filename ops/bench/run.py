@@ -1,7 +1,7 @@
 """The benchmark's phases, each on the same pre-produced input unless it says otherwise.
 
 Throughput is measured from outside every process under test: the output topic's record
-timestamps (``stats.drain_rate``). Latency is output record timestamp minus input record
+timestamps, first to last (``stats.drain_rate``). Latency is output record timestamp minus input record
 timestamp, joined by tx_id.
 """
 

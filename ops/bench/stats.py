@@ -34,8 +34,12 @@ def join_latency(inputs: Mapping[str, int], outputs: Iterable[tuple[str, int]]) 
     return lat, len(inputs) - len(lat)
 
 
-def drain_rate(timestamps_ms: Sequence[int] | np.ndarray, trim: float = 0.05) -> float:
-    """Records/s between the ``trim`` and ``1 - trim`` quantiles of output timestamps (start-up and tail cut)."""
+def drain_rate(timestamps_ms: Sequence[int] | np.ndarray, trim: float = 0.0) -> float:
+    """Records/s from the first to the last output (``trim`` cuts that quantile off both ends).
+
+    No trimming by default: the worker releases outputs in bursts when terminal buckets become
+    final, and a trimmed window (5-95 %) then measured the bursts, not the drain (it reported
+    33 k tx/s for a 12 k tx/s worker)."""
     t = np.sort(np.asarray(timestamps_ms, dtype=np.float64))
     n = t.size
     if n < 2:

@@ -26,9 +26,10 @@ def test_join_by_tx_id_takes_the_first_output_and_counts_the_missing() -> None:
     assert missing == 1
 
 
-def test_drain_rate_trims_start_up_and_tail() -> None:
-    ts = np.concatenate([[0], 10_000 + np.arange(1000)])  # one straggler at the start, then 1000/s
-    assert drain_rate(ts) == pytest.approx(1000, rel=0.01)
+def test_drain_rate_is_first_to_last_output_and_not_fooled_by_bursts() -> None:
+    ts = np.concatenate([np.linspace(0, 9_000, 100), np.full(900, 10_000)])  # 100 spread, then a burst of 900
+    assert drain_rate(ts) == pytest.approx(999 / 10, rel=0.01)
+    assert drain_rate(10_000 + np.arange(1000), trim=0.05) == pytest.approx(1000, rel=0.01)
     assert drain_rate([5]) == 0.0
     t, rate = timeline(np.arange(0, 2000, 1), bucket_s=0.5)
     assert t[:2] == [0.0, 0.5] and rate[0] == pytest.approx(1000)
