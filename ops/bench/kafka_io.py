@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
+
+from ops.loadgen.topics import ensure_topics
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fraudstream-bench-admin")
-    try:
-        admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
-    finally:
-        admin.close()
+    ensure_topics(bootstrap, names, partitions)
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:

@@ -25,8 +25,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
+from ops.bench.kafka_io import end_total
 from ops.kafka import LocalBroker
 from ops.loadgen.replay import events, produce
 from schemas.bundle import load_bundle
@@ -40,8 +41,7 @@ FAULTS = ("kill", "graceful", "rebalance", "broker")
 def _count(bootstrap: str, topic: str) -> int:
     c = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        return sum(c.end_offsets([TopicPartition(topic, p) for p in parts]).values())
+        return end_total(c, topic)
     except Exception:  # the broker may be down mid-fault: count as no progress
         return -1
     finally:

@@ -13,8 +13,10 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer
 
+from ops.bench.kafka_io import end_total
 from schemas.bundle import Bundle
 from schemas.features import offline_features
+from schemas.kafka_auth import KafkaAuth
 from trainer.export import onnx_scores
 from trainer.simulate import History, Labels
 
@@ -49,7 +51,7 @@ class Run:
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list[object]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+                             enable_auto_commit=False, consumer_timeout_ms=1000, **KafkaAuth.from_env().kafka_python())
     out: list[object] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(out) < expect:
@@ -69,7 +71,7 @@ def wait_for_scores(r: Run, n: int, proc: subprocess.Popen[bytes] | None, timeou
                     distinct: bool = False) -> list[dict[str, object]]:
     """Score messages from the start of the topic until ``n`` (distinct tx ids when asked) are in."""
     consumer = KafkaConsumer(r.topics["scores"], bootstrap_servers=r.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+                             enable_auto_commit=False, consumer_timeout_ms=1000, **KafkaAuth.from_env().kafka_python())
     out: list[dict[str, object]] = []
     ids: set[str] = set()
     deadline = time.monotonic() + timeout_s
@@ -95,11 +97,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 def output_count(r: Run, topic: str = "scores") -> int:
     """Records on an output topic so far (cheap: end offsets only)."""
-    from kafka import TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=r.bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=r.bootstrap, **KafkaAuth.from_env().kafka_python())
     try:
-        parts = consumer.partitions_for_topic(r.topics[topic]) or set()
-        return sum(consumer.end_offsets([TopicPartition(r.topics[topic], p) for p in parts]).values())
+        return end_total(consumer, r.topics[topic])
     finally:
         consumer.close()

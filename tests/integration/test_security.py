@@ -13,7 +13,7 @@ import pytest
 from ops.kafka import LocalBroker
 from ops.kafka.secure import Secure
 from ops.loadgen.replay import events, produce
-from tests.integration.harness import Run, stop
+from tests.integration.harness import Run, stop, wait_for_scores
 from trainer.simulate import History, Labels
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_sasl_scram_over_tls(run: Run, history: tuple[History, Labels], tmp_path
         try:
             n_tx, _ = produce(run.bootstrap, run.topics["transactions"], run.topics["labels"],
                               events(h, lab, 0, 2000))
-            scores = wait_for_scores_secure(run, n_tx, worker)
+            scores = wait_for_scores(run, n_tx, worker, timeout_s=120)
         finally:
             assert stop(worker) == 0, run.log("w1")[-3000:]
         assert len({s["tx_id"] for s in scores}) == n_tx
@@ -63,26 +63,4 @@ def test_sasl_scram_over_tls(run: Run, history: tuple[History, Labels], tmp_path
     logs = run.log("w1") + bad.stdout + bad.stderr + (tmp_path / "secure-broker" / "broker.log").read_text()
     assert PASSWORD not in logs and "wrong-password-123" not in logs, "a secret leaked into a log"
     assert "SASL_SSL as 'fraudstream'" in run.log("w1")
-
-
-def wait_for_scores_secure(run: Run, n: int, worker: subprocess.Popen[bytes]) -> list[dict[str, object]]:
-    """``wait_for_scores`` with the SASL/TLS settings from the environment."""
-    import time
-
-    import orjson
-    from kafka import KafkaConsumer
-
-    from schemas.kafka_auth import KafkaAuth
-
-    consumer = KafkaConsumer(run.topics["scores"], bootstrap_servers=run.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=1000, **KafkaAuth.from_env().kafka_python())
-    out: list[dict[str, object]] = []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and len(out) < n:
-            out.extend(orjson.loads(r.value) for r in consumer)
-            assert worker.poll() is None
-    finally:
-        consumer.close()
-    return out
 
