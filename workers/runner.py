@@ -96,10 +96,9 @@ class Runner:
             self.stats.record_in(len(records))
             await self.ensure_state(records)
             adm = admit_batch(records, self.states, self.s.max_future_ms)
-            for p in sorted({r.partition for r in records}):
-                partials = [partial for q, partial in adm.closures if q == p]
-                await publish_tx_closures(self.publisher, self.s, self.table, p, partials,
-                                          self.states[p].closed_through)
+            await publish_tx_closures(self.publisher, self.s, self.table, [
+                (p, [partial for q, partial in adm.closures if q == p], self.states[p].closed_through)
+                for p in sorted({r.partition for r in records})])
             t = time.monotonic()
             ok = {id(a.record): a for a in adm.admitted}
             bad = {id(r): rj for r, rj in adm.dead}

@@ -78,13 +78,17 @@ class Publisher:
         return acked_at
 
     async def publish_partials(self, topic: str, kind: str, wm_kind: str, partition: int, partials: list[Partial],
-                               closed_through: int | None) -> None:
-        """A partition's closed day counts, then (after their acks) its watermark."""
-        if partials:
-            await self.send_all((topic, partial_key(kind, partition, day), orjson.dumps(counts), None)
-                                for day, counts in partials)
+                               closed_through: int | None) -> list[Out]:
+        """A partition's closed day counts, then (after their acks) its watermark; returns what was sent."""
+        sent: list[Out] = [(topic, partial_key(kind, partition, day), orjson.dumps(counts), None)
+                           for day, counts in partials]
+        if sent:
+            await self.send_all(sent)
         if closed_through is not None:
-            await self.send_all([(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)])
+            mark: list[Out] = [(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)]
+            await self.send_all(mark)
+            sent += mark
+        return sent
 
 
 class TableReader:
@@ -197,8 +201,8 @@ class LabelAggregator:
                 idle_through = tx_final - FEEDBACK_DELAY_DAYS
             partials = state.close_days(idle_through)
             if partials or (state.closed_through is not None and self.table.label_wm.get(p) != state.closed_through):
-                await self.publisher.publish_partials(self.s.topics.terminal_days, LAB, LABWM, p, partials,
-                                                      state.closed_through)
+                apply_acknowledged(self.table, await self.publisher.publish_partials(
+                    self.s.topics.terminal_days, LAB, LABWM, p, partials, state.closed_through))
 
 
 async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxPartition, int]:
@@ -227,12 +231,33 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
     return state, replayed
 
 
-async def publish_tx_closures(publisher: Publisher, s: Settings, table: TerminalTable, partition: int,
-                              partials: list[Partial], closed_through: int | None) -> None:
-    known = table.tx_wm.get(partition)
-    fresh = [(d, c) for d, c in partials if known is None or d > known]
-    if fresh or (closed_through is not None and (known is None or closed_through > known)):
-        await publisher.publish_partials(s.topics.terminal_days, TX, TXWM, partition, fresh, closed_through)
+async def publish_tx_closures(publisher: Publisher, s: Settings, table: TerminalTable,
+                              closures: list[tuple[int, list[Partial], int | None]]) -> None:
+    """Newly closed day counts of every partition in one send, then (after their acks) the partitions'
+    watermarks in one: two broker round trips per batch however many partitions closed a day."""
+    topic = s.topics.terminal_days
+    counts: list[Out] = []
+    marks: list[Out] = []
+    for partition, partials, closed_through in closures:
+        known = table.tx_wm.get(partition)
+        counts += [(topic, partial_key(TX, partition, day), orjson.dumps(c), None)
+                   for day, c in partials if known is None or day > known]
+        if closed_through is not None and (known is None or closed_through > known):
+            marks.append((topic, watermark_key(TXWM, partition), orjson.dumps(closed_through), None))
+    if counts:
+        await publisher.send_all(counts)
+    if marks:
+        await publisher.send_all(marks)
+    apply_acknowledged(table, counts + marks)
+
+
+def apply_acknowledged(table: TerminalTable, records: list[Out]) -> None:
+    """Our own acknowledged terminal-days records, applied without waiting to read them back (one
+    broker hop less before a day turns final); ``TerminalTable.apply`` is idempotent, so the
+    ``TableReader`` applying them again later changes nothing."""
+    for _, key, value, _ in records:
+        if key is not None:
+            table.apply(key, value)
 
 
 __all__ = ["KafkaError", "LabelAggregator", "Publisher", "TableReader", "publish_tx_closures", "rebuild_partition"]

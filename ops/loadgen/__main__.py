@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--rate", "FRAUDSTREAM_LOADGEN_RATE", None, "constant target rate, transactions/s (else unpaced)",
         non_negative_float)
     add(p, "--steps", "FRAUDSTREAM_LOADGEN_STEPS", None, "rate steps rate:seconds,... e.g. 1000:10,2000:10")
+    add(p, "--client", "FRAUDSTREAM_LOADGEN_CLIENT", "aiokafka",
+        "producer client: aiokafka (batches per partition, ~10x faster here) | kafka-python")
     add(p, "--acks", "FRAUDSTREAM_LOADGEN_ACKS", "all", "producer acks: all | 1 | 0")
     add(p, "--linger-ms", "FRAUDSTREAM_LOADGEN_LINGER_MS", 5, "producer linger.ms", int)
     add(p, "--batch-size", "FRAUDSTREAM_LOADGEN_BATCH_SIZE", 256 * 1024, "producer batch.size (bytes)", positive_int)
@@ -74,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(a: argparse.Namespace) -> int:
     from ops.loadgen.replay import events
     from ops.loadgen.schedule import Schedule, parse_steps
-    from ops.loadgen.send import ProducerOptions, send
+    from ops.loadgen.send import CLIENTS, ProducerOptions, send
     from ops.loadgen.topics import ensure_topics
 
     if a.compression not in COMPRESSIONS:
         raise ValueError(f"--compression {a.compression!r}: choose one of {', '.join(COMPRESSIONS)}")
+    if a.client not in CLIENTS:
+        raise ValueError(f"--client {a.client!r}: choose one of {', '.join(CLIENTS)}")
     if a.acks not in ("all", "1", "0"):
         raise ValueError(f"--acks {a.acks!r}: choose all, 1 or 0")
     schedule = Schedule(rate=a.rate or None, steps=parse_steps(a.steps) if a.steps else None)
@@ -101,7 +105,7 @@ def run(a: argparse.Namespace) -> int:
     stop = min(len(h), a.skip + limit) if limit is not None else len(h)
     ensure_topics(a.bootstrap, [a.topic_transactions, a.topic_labels], a.partitions)
     opts = ProducerOptions(acks=a.acks, linger_ms=a.linger_ms, batch_size=a.batch_size,
-                           compression=None if a.compression == "none" else a.compression)
+                           compression=None if a.compression == "none" else a.compression, client=a.client)
     stream = events(h, None if a.no_labels else labels, a.skip, stop)
     if a.quiet:
         summary = send(a.bootstrap, a.topic_transactions, a.topic_labels, stream, schedule, opts, a.count, a.duration)

@@ -12,11 +12,18 @@ from kafka import KafkaConsumer, TopicPartition
 from ops.loadgen.__main__ import main
 from ops.loadgen.replay import events
 from ops.loadgen.schedule import Schedule
-from ops.loadgen.send import send
+from ops.loadgen.send import CLIENTS, ProducerOptions, send
 from ops.loadgen.source import simulated
 from trainer.simulate import SimConfig
 
 pytestmark = pytest.mark.integration
+
+
+def murmur2_partition(key: bytes | None, partitions: int) -> int:
+    from kafka.partitioner.default import murmur2
+
+    assert key is not None
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, dict[str, object]]]:
@@ -37,18 +44,25 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, d
         consumer.close()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_cli_sends_exactly_the_count_keyed_by_customer_with_labels_after_their_transactions(
-        kafka_bootstrap: str, new_topic: Callable[..., str], capsys: pytest.CaptureFixture[str]) -> None:
+        kafka_bootstrap: str, new_topic: Callable[..., str], capsys: pytest.CaptureFixture[str], client: str) -> None:
     tx, lab = new_topic(partitions=3), new_topic(partitions=2)
     # 60 days of 40 customers: labels (7 days after their transaction) arrive within the first 1 500.
+    t0 = time.time() * 1000
     rc = main(["--bootstrap", kafka_bootstrap, "--topic-transactions", tx, "--topic-labels", lab,
                "--customers", "40", "--terminals", "80", "--days", "60", "--seed", "1", "--count", "1500",
-               "--quiet", "--json"])
+               "--quiet", "--json", "--client", client])
     assert rc == 0
     summary = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
     txs, labels = read_all(kafka_bootstrap, tx), read_all(kafka_bootstrap, lab)
     assert summary["transactions"] == len(txs) == 1500
     assert summary["labels"] == len(labels) > 0
+    assert summary["client"] == client
+    # Record timestamps are send times (the benchmark's latency starts there).
+    assert all(t0 - 1000 <= ts <= time.time() * 1000 + 1000 for _, ts, _, _ in txs + labels)
+    # Kafka's murmur2 key partitioner, whichever client: the same customer always on the same partition.
+    assert all(p == murmur2_partition(key, 3) for p, _, key, _ in txs)
     assert all(key == str(v["customer_id"]).encode() for _, _, key, v in txs)
     assert all(key == str(v["terminal_id"]).encode() for _, _, key, v in labels)
     sent_ts = {v["tx_id"]: v["ts"] for _, _, _, v in txs}
@@ -64,11 +78,13 @@ def test_cli_sends_exactly_the_count_keyed_by_customer_with_labels_after_their_t
         assert times == sorted(times)
 
 
-def test_a_target_rate_is_not_exceeded(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_target_rate_is_not_exceeded(kafka_bootstrap: str, new_topic: Callable[..., str], client: str) -> None:
     tx, lab = new_topic(), new_topic()
     h, labels = simulated(SimConfig(customers=30, terminals=60, days=40, seed=2))
     count, rate = 300, 200.0
-    s = send(kafka_bootstrap, tx, lab, events(h, labels, 0, count), Schedule(rate=rate), count=count)
+    s = send(kafka_bootstrap, tx, lab, events(h, labels, 0, count), Schedule(rate=rate),
+             ProducerOptions(client=client), count=count)
     assert s.transactions == count
     # The last transaction is due at (count - 1) / rate; never assert an upper bound on speed.
     assert s.send_seconds >= (count - 1) / rate - 0.05

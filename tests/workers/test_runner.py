@@ -20,7 +20,7 @@ from schemas.bundle import Bundle
 from schemas.errors import ScoringError
 from schemas.features import DAY_MS, FEEDBACK_DELAY_DAYS
 from workers.batch import Record
-from workers.config import parse
+from workers.config import Topics, parse
 from workers.runner import Runner
 from workers.state import TxPartition
 from workers.terminals import TerminalTable
@@ -43,15 +43,14 @@ class FakeScorer:
 
 class FakePublisher:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes, Any]] = []
+        self.sent: list[tuple[str, bytes | None, bytes, Any]] = []       # outputs
+        self.closures: list[tuple[str, bytes | None, bytes, Any]] = []   # terminal-days records
 
     async def send_all(self, records: Any) -> list[int]:
         batch = list(records)
-        self.sent.extend(batch)
+        for r in batch:
+            (self.closures if r[0] == Topics().terminal_days else self.sent).append(r)
         return [1] * len(batch)
-
-    async def publish_partials(self, *args: Any) -> None:
-        return None
 
 
 def make_runner(tmp_path: Path, scorer: FakeScorer, **flags: str) -> tuple[Runner, TerminalTable, FakePublisher]:
@@ -152,3 +151,29 @@ def test_backpressure_pauses_only_the_partitions_whose_queues_are_long(tmp_path:
     assert pause == {0} and resume == set()
     runner.pending[0].clear()
     assert runner.flow({0}, limit=10) == (set(), {0})
+
+
+def test_day_closures_of_all_partitions_go_in_two_sends_counts_before_watermarks(tmp_path: Path) -> None:
+    runner, _, pub = make_runner(tmp_path, FakeScorer())
+    calls: list[list[bytes | None]] = []
+    send_all = pub.send_all
+
+    async def recording(records: Any) -> list[int]:
+        batch = list(records)
+        calls.append([r[1] for r in batch if r[0] == Topics().terminal_days])
+        return await send_all(batch)
+
+    pub.send_all = recording  # type: ignore[method-assign]
+    day0, late = D0, D0 + 3 * DAY_MS
+
+    async def go() -> None:
+        await runner.admit([rec(0, 0, day0, "a"), rec(1, 0, day0, "b")])
+        calls.clear()  # the first batch published both partitions' first watermarks
+        await runner.admit([rec(0, 1, late, "c"), rec(1, 1, late, "d")])
+
+    asyncio.run(go())
+    closing = [c for c in calls if c]
+    assert len(closing) == 2, closing  # one send of both partitions' counts, then one of their watermarks
+    assert all(k is not None and k.startswith(b"tx/") for k in closing[0])
+    assert sorted(k.split(b"/")[1] for k in closing[0] if k) == [b"0", b"1"]
+    assert sorted(closing[1]) == [b"txwm/0", b"txwm/1"]

@@ -91,3 +91,24 @@ def test_a_redriven_dead_letter_is_its_original_record_not_a_duplicate() -> None
     plain_copy = admit_one(Record(0, 10, D0, b"c1", body, 0), p, HOUR)
     assert isinstance(plain_copy, Reject) and plain_copy.reason == "duplicate_tx_id"
     assert replay_of(1, headers) is None and replay_of(0, None) is None
+
+
+def test_seen_ids_are_forgotten_a_whole_day_at_a_time_once_past_the_horizon() -> None:
+    from schemas.features import CUSTOMER_HORIZON_MS
+
+    state = TxPartition(0, lateness_ms=0)
+    day0 = 17_000 * DAY_MS
+
+    def tx(tx_id: str, ts: int) -> Tx:
+        return Tx(tx_id, ts, "c1", "t1", 100)
+
+    assert state.admit(tx("old", day0 + 5), 0) is True
+    assert state.admit(tx("mid", day0 + DAY_MS + 5), 1) is True
+    state.close_days()
+    # Still within the horizon: a new offset with the same id is a duplicate.
+    assert not isinstance(state.admit(tx("old", day0 + DAY_MS + 6), 2), bool)
+    # The watermark moves past the horizon of day0 (not of day0 + 1): "old" is forgotten, "mid" is not.
+    assert state.admit(tx("new", day0 + CUSTOMER_HORIZON_MS + DAY_MS + 10), 3) is True
+    state.close_days()
+    assert "old" not in state.seen and "mid" in state.seen
+    assert sorted(state.seen_days) == [day0 // DAY_MS + 1, (day0 + CUSTOMER_HORIZON_MS + DAY_MS + 10) // DAY_MS]
