@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ops.loadgen.topics import ensure_topics
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    ensure_topics(bootstrap, names, partitions)
+def create_topics(bootstrap: str, names: list[str], partitions: int, configs: dict[str, str] | None = None) -> None:
+    ensure_topics(bootstrap, names, partitions, configs)
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:
@@ -50,9 +51,14 @@ def wait_count(bootstrap: str, topic: str, n: int, timeout_s: float, alive: obje
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes | None, bytes]]:
     """Every record now in ``topic``: (timestamp ms, key, value)."""
+    return [(r.timestamp, r.key, r.value) for r in read_records(bootstrap, topic)]
+
+
+def read_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record now in ``topic``, as kafka-python ``ConsumerRecord``s (headers, partition, offset too)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                              fetch_max_bytes=64 * 1024 * 1024, max_poll_records=10000)
-    out: list[tuple[int, bytes | None, bytes]] = []
+    out: list[Any] = []
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         consumer.assign(parts)
@@ -61,7 +67,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes | None, byte
         todo = {tp for tp in parts if ends[tp] > 0}
         while todo:
             for tp, recs in consumer.poll(timeout_ms=500).items():
-                out.extend((r.timestamp, r.key, r.value) for r in recs)
+                out.extend(recs)
                 if recs and recs[-1].offset + 1 >= ends[tp]:
                     todo.discard(tp)
     finally:

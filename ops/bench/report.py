@@ -14,7 +14,14 @@ THROUGHPUT_COLUMNS = [("what", "measurement", ""), ("tx_per_s", "tx/s", ",.0f"),
 LATENCY_COLUMNS = [("load", "offered load", ".0%"), ("offered_tx_per_s", "offered tx/s", ",.0f"),
                    ("achieved_tx_per_s", "sent tx/s", ",.0f"), ("n", "n", ""), ("p50", "p50 ms", ".0f"),
                    ("p95", "p95 ms", ".0f"), ("p99", "p99 ms", ".0f"), ("max", "max ms", ".0f")]
+STAGE_COLUMNS = [("load", "offered load", ".0%"), ("to_worker", "to worker", ""), ("in_worker", "in worker", ""),
+                 ("publish", "publish", "")]
 SWEEP_COLUMNS = [("batch_size", "batch size", ""), ("max_wait_ms", "max wait ms", "g"), ("tx_per_s", "tx/s", ",.0f")]
+
+
+def stage_row(load: dict[str, Any]) -> dict[str, Any]:
+    st = load["stages"]
+    return {"load": load["load"], **{k: f"{st[k]['p50']:.0f} / {st[k]['p99']:.0f}" for k in st}}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -35,7 +42,11 @@ def markdown(report: dict[str, Any]) -> str:
         lat = report["latency"]
         parts += ["Latency, output record ts - input record ts, per offered load (% of worker x1 drain):", "",
                   markdown_table(lat["loads"], LATENCY_COLUMNS), "",
-                  f"transactions without a score: {lat['missing']}", ""]
+                  f"transactions without a score: {lat['missing']}", "",
+                  "Where the time went (p50 / p99 ms of each stage, from the timing in the score messages; "
+                  "to_worker: load generator -> worker fetch, in_worker: fetch -> scored, publish: scored -> "
+                  "score appended by the broker):", "",
+                  markdown_table([stage_row(x) for x in lat["loads"] if "stages" in x], STAGE_COLUMNS), ""]
     if "sweep" in report:
         parts += ["Sweep (1 worker, drain):", "", markdown_table(report["sweep"], SWEEP_COLUMNS), ""]
     return "\n".join(parts)

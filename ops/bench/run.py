@@ -125,6 +125,21 @@ def worker_drain(ctx: Context, procs: int, batch_size: int = 1000, max_wait_ms: 
     return d
 
 
+def stage_latencies(scores: list[tuple[int, dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Where each transaction's latency went, from the timing the worker writes into its score message:
+    ``to_worker`` (load generator send -> worker fetch: producer batching, broker, fetch), ``in_worker``
+    (fetch -> scored: batching, terminal-finality waits, queueing behind other batches), ``publish``
+    (scored -> the broker appended the score)."""
+    out: dict[str, dict[str, int]] = {"to_worker": {}, "in_worker": {}, "publish": {}}
+    for ts, m in scores:
+        t = m["timing"]
+        txid = m["tx_id"]
+        out["to_worker"][txid] = t["consumed_at"] - t["input_ts"]
+        out["in_worker"][txid] = t["scored_at"] - t["consumed_at"]
+        out["publish"][txid] = ts - t["scored_at"]
+    return out
+
+
 def first_index_of_day(h: History, day: int) -> int:
     return int(np.searchsorted(h.ts, int(h.ts[0]) - int(h.ts[0]) % 86_400_000 + day * 86_400_000))
 
@@ -135,6 +150,8 @@ def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float
     tx, lab = ctx.topic("lat-tx"), ctx.topic("lat-labels")
     kafka_io.create_topics(ctx.bootstrap, [tx, lab], PARTITIONS)
     ws = WorkerSet(ctx.bootstrap, ctx.bundle, tx, lab, ctx.topic("lat"), ctx.workdir / "logs", partitions=PARTITIONS)
+    # Output timestamps are the broker's append times, so the produce round trip of every score counts.
+    kafka_io.create_topics(ctx.bootstrap, [ws.scores_topic], PARTITIONS, {"message.timestamp.type": "LogAppendTime"})
     steps = [Step(max(capacity * 0.1, 10.0), warm_s)] + [Step(capacity * f, step_s) for f in fractions]
     schedule = Schedule(steps=steps)
     skip = first_index_of_day(ctx.history, 8)  # labels flow from the first step on
@@ -153,8 +170,10 @@ def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float
     # Each transaction belongs to the step it was scheduled in (the load generator may lag behind).
     step_of = {str(ctx.history.tx_id[skip + k]): schedule.step_of(schedule.due(k) or 0.0)
                for k in range(sent.transactions)}
-    outputs = [(orjson.loads(v)["tx_id"], ts) for ts, _, v in kafka_io.read_topic(ctx.bootstrap, ws.scores_topic)]
+    scores = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(ctx.bootstrap, ws.scores_topic)]
+    outputs = [(m["tx_id"], ts) for ts, m in scores]
     lat, missing = join_latency(inputs, outputs)
+    stages = stage_latencies(scores)
     loads: list[dict[str, Any]] = []
     values: dict[str, list[float]] = {}
     for i, f in enumerate(fractions, start=1):
@@ -162,6 +181,8 @@ def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float
         label = f"{f:.0%} ({capacity * f:,.0f} tx/s)"
         values[label] = v
         loads.append({"load": f, "offered_tx_per_s": capacity * f, "achieved_tx_per_s": sent.step_rates[i],
-                      **percentiles(v)})
+                      **percentiles(v),
+                      "stages": {name: percentiles([float(x) for txid, x in per.items() if step_of.get(txid) == i])
+                                 for name, per in stages.items()}})
         log(f"latency at {label}: " + ", ".join(f"{k} {loads[-1][k]:.0f}" for k in ("p50", "p95", "p99", "max")))
     return {"loads": loads, "missing": missing, "sent": sent.as_dict(), "values": values}

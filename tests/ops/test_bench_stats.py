@@ -62,3 +62,14 @@ def test_schedules() -> None:
             parse_steps(bad)
     with pytest.raises(ValueError):
         Schedule(rate=5, steps=[Step(1, 1)])
+
+
+def test_stage_latencies_split_each_transaction_into_three_stages_that_add_up() -> None:
+    from ops.bench.run import stage_latencies
+
+    scores = [(1_150, {"tx_id": "a", "timing": {"input_ts": 1_000, "consumed_at": 1_010, "scored_at": 1_140}}),
+              (2_009, {"tx_id": "b", "timing": {"input_ts": 2_000, "consumed_at": 2_003, "scored_at": 2_004}})]
+    st = stage_latencies(scores)
+    assert st == {"to_worker": {"a": 10, "b": 3}, "in_worker": {"a": 130, "b": 1}, "publish": {"a": 10, "b": 5}}
+    for (ts, m) in scores:
+        assert sum(st[k][m["tx_id"]] for k in st) == ts - m["timing"]["input_ts"]
