@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,12 +221,31 @@ class CustomerHistory:
         return out
 
 
-# (count, frauds) for the whole days [lo, hi] of a terminal.
-TerminalLookup = Callable[[str, int, int], tuple[int, int]]
+# (count, frauds) of a terminal over the whole days (hi - w, hi], for each w of TERMINAL_WINDOWS_DAYS.
+TerminalWindows = Callable[[str, int], Sequence[tuple[int, int]]]
+
+
+def nested_windows(days: Mapping[int, Sequence[int]] | None, hi: int) -> list[tuple[int, int]]:
+    """The terminal windows from per-day (count, frauds) in one backward pass: the windows share their
+    last day and nest (TERMINAL_WINDOWS_DAYS ascending), so 30 day lookups serve all three."""
+    if not days:
+        return [(0, 0)] * len(TERMINAL_WINDOWS_DAYS)
+    out = []
+    count = frauds = 0
+    d = hi
+    for w in TERMINAL_WINDOWS_DAYS:
+        while d > hi - w:
+            cell = days.get(d)
+            if cell is not None:
+                count += cell[0]
+                frauds += cell[1]
+            d -= 1
+        out.append((count, frauds))
+    return out
 
 
 def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, terminal_id: str,
-               terminal: TerminalLookup) -> list[float]:
+               terminal: TerminalWindows) -> list[float]:
     """The float64 feature values of one transaction already added to ``history``.
 
     Cast with ``np.asarray(rows, dtype=np.float32)``; the arithmetic matches ``offline_features``.
@@ -236,9 +255,7 @@ def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, termin
     wins = history.windows(ts, tx_id)
     for count, total in wins:
         row += [float(count), total / (100.0 * count)]
-    day = ts // DAY_MS
-    for w in TERMINAL_WINDOWS_DAYS:
-        count, frauds = terminal(terminal_id, day - FEEDBACK_DELAY_DAYS - w, day - FEEDBACK_DELAY_DAYS - 1)
+    for count, frauds in terminal(terminal_id, ts // DAY_MS - FEEDBACK_DELAY_DAYS - 1):
         row += [float(count), frauds / count if count > 0 else 0.0]
     count30, sum30 = wins[CUSTOMER_WINDOWS_DAYS.index(30)]
     row.append((cents * count30) / sum30)
@@ -272,6 +289,10 @@ class TerminalDays:
             frauds += len(self.frauds.get((terminal_id, d), ()))
         return count, frauds
 
+    def windows(self, terminal_id: str, hi: int) -> list[tuple[int, int]]:
+        """The reference: each window summed on its own (``nested_windows`` must agree)."""
+        return [self.lookup(terminal_id, hi - w + 1, hi) for w in TERMINAL_WINDOWS_DAYS]
+
     def counts(self) -> Mapping[tuple[str, int], tuple[int, int]]:
         keys = set(self.tx) | set(self.frauds)
         return {k: (len(self.tx.get(k, ())), len(self.frauds.get(k, ()))) for k in keys}
@@ -297,7 +318,7 @@ class OnlineState:
         if history.add(ts, tx_id, cents):
             history.evict_before(history.ts[-1] - CUSTOMER_HORIZON_MS - self.lateness_ms)
             self.terminals.add_transaction(terminal_id, ts, tx_id)
-        return online_row(ts, tx_id, cents, history, terminal_id, self.terminals.lookup)
+        return online_row(ts, tx_id, cents, history, terminal_id, self.terminals.windows)
 
     def label(self, terminal_id: str, ts: int, tx_id: str, is_fraud: bool) -> None:
         self.terminals.add_label(terminal_id, ts, tx_id, is_fraud)

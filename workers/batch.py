@@ -96,11 +96,11 @@ def admit_batch(records: list[Record], states: dict[int, TxPartition], max_futur
 def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
                  table: TerminalTable) -> npt.NDArray[np.float32]:
     rows = np.empty((len(admitted), N_FEATURES), dtype=np.float32)
-    lookup = table.lookup
+    windows = table.windows
     for i, a in enumerate(admitted):
         tx = a.tx
         state = states[a.record.partition]
-        rows[i] = online_row(tx.ts, tx.tx_id, tx.cents, state.customers[tx.customer_id], tx.terminal_id, lookup)
+        rows[i] = online_row(tx.ts, tx.tx_id, tx.cents, state.customers[tx.customer_id], tx.terminal_id, windows)
         state.evict_for(tx)
     return rows
 

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from schemas.bundle import Bundle
 from schemas.errors import ScoringError
+from schemas.features import DAY_MS, FEEDBACK_DELAY_DAYS, TERMINAL_WINDOWS_DAYS
 from schemas.validate import Reject
 from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_message
 from workers.config import Settings
@@ -147,7 +148,20 @@ class Runner:
             if not items:
                 return []
             await self._publish(items)
+            self._forget_old_days()
             return [i.record for i in items]
+
+    def _forget_old_days(self) -> None:
+        """After a flush, let the terminal table drop the days no transaction of ours can read any
+        more. Whatever is still queued waits because it needs a day *after* the final one (else it
+        would have been decided), and a new transaction is never older than the final day less the
+        lateness; so nothing reads before the final day's needed day, less the widest window and the
+        lateness. (Trimming on the finality update itself was wrong: the final day can jump many
+        days at once, past transactions queued long before that this very flush then scores.)"""
+        final = self.table.final_through()
+        if final is not None:
+            self.table.forget_before(final - FEEDBACK_DELAY_DAYS - 1 - max(TERMINAL_WINDOWS_DAYS)
+                                     - self.s.lateness_ms // DAY_MS - 1)
 
     async def _publish(self, items: list[Pending]) -> None:
         s, t = self.s, self.s.topics

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import orjson
 
+from schemas.features import nested_windows
+
 TX, TXWM, LAB, LABWM = "tx", "txwm", "lab", "labwm"
 
 
@@ -30,14 +32,21 @@ def watermark_key(kind: str, partition: int) -> bytes:
 
 
 class TerminalTable:
+    """Final and pending day buckets per terminal: ``terminal -> day -> [transactions, frauds]``.
+
+    ``forget_before(day)`` drops older days; the runner calls it with a bound below every window its
+    queued and future transactions can read (a queue may hold transactions many days older than
+    the final day while it waits: the bound comes from the queues, not from finality).
+    """
+
     def __init__(self, tx_partitions: int, label_partitions: int) -> None:
         self.tx_partitions = tx_partitions
         self.label_partitions = label_partitions
         self._partials: dict[tuple[str, int, int], dict[str, int]] = {}
         self.tx_wm: dict[int, int] = {}
         self.label_wm: dict[int, int] = {}
-        self._counts: dict[tuple[str, int], int] = {}
-        self._frauds: dict[tuple[str, int], int] = {}
+        self._days: dict[str, dict[int, list[int]]] = {}
+        self._evicted_before: int | None = None
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         parts = key.decode().split("/")
@@ -48,14 +57,35 @@ class TerminalTable:
         if parts[0] not in (TX, LAB) or len(parts) != 3:
             return
         kind, p, day = parts[0], int(parts[1]), int(parts[2])
-        target = self._counts if kind == TX else self._frauds
-        old = self._partials.pop((kind, p, day), {})
-        for terminal, n in old.items():
-            target[(terminal, day)] -= n
+        if self._evicted_before is not None and day < self._evicted_before:
+            return  # a re-published old day no window reads any more
+        col = 0 if kind == TX else 1
+        days = self._days
+        for terminal, n in self._partials.pop((kind, p, day), {}).items():
+            days[terminal][day][col] -= n
         new: dict[str, int] = orjson.loads(value) if value else {}
         for terminal, n in new.items():
-            target[(terminal, day)] = target.get((terminal, day), 0) + n
+            cells = days.get(terminal)
+            if cells is None:
+                cells = days[terminal] = {}
+            cell = cells.get(day)
+            if cell is None:
+                cell = cells[day] = [0, 0]
+            cell[col] += n
         self._partials[(kind, p, day)] = new
+
+    def forget_before(self, cut: int) -> None:
+        """Drop every day before ``cut``; records for those days that arrive later are ignored."""
+        if self._evicted_before is not None and cut <= self._evicted_before:
+            return
+        self._evicted_before = cut
+        for kind, p, day in [k for k in self._partials if k[2] < cut]:
+            for terminal in self._partials.pop((kind, p, day)):
+                cells = self._days.get(terminal)
+                if cells is not None:
+                    cells.pop(day, None)
+                    if not cells:
+                        del self._days[terminal]
 
     def tx_final_through(self) -> int | None:
         if len(self.tx_wm) < self.tx_partitions:
@@ -69,10 +99,16 @@ class TerminalTable:
             return None
         return min(tx, *(self.label_wm[q] for q in range(self.label_partitions)))
 
+    def windows(self, terminal_id: str, hi: int) -> list[tuple[int, int]]:
+        """(transactions, frauds) of each terminal window ending with day ``hi`` (asked of final days only)."""
+        return nested_windows(self._days.get(terminal_id), hi)
+
     def lookup(self, terminal_id: str, lo: int, hi: int) -> tuple[int, int]:
+        cells = self._days.get(terminal_id, {})
         count = frauds = 0
-        counts, fr = self._counts, self._frauds
         for d in range(lo, hi + 1):
-            count += counts.get((terminal_id, d), 0)
-            frauds += fr.get((terminal_id, d), 0)
+            cell = cells.get(d)
+            if cell is not None:
+                count += cell[0]
+                frauds += cell[1]
         return count, frauds

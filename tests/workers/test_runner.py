@@ -23,7 +23,7 @@ from workers.batch import Record
 from workers.config import Topics, parse
 from workers.runner import Runner
 from workers.state import TxPartition
-from workers.terminals import TerminalTable
+from workers.terminals import TX, TerminalTable, partial_key
 
 D0 = 17_700 * DAY_MS
 
@@ -177,3 +177,25 @@ def test_day_closures_of_all_partitions_go_in_two_sends_counts_before_watermarks
     assert all(k is not None and k.startswith(b"tx/") for k in closing[0])
     assert sorted(k.split(b"/")[1] for k in closing[0] if k) == [b"0", b"1"]
     assert sorted(closing[1]) == [b"txwm/0", b"txwm/1"]
+
+
+def test_a_flush_trims_the_terminal_table_only_below_what_any_transaction_can_still_read(tmp_path: Path) -> None:
+    runner, table, _ = make_runner(tmp_path, FakeScorer())
+    ts = D0 + 60 * DAY_MS
+    day = ts // DAY_MS
+    for d in range(day - 60, day):
+        table.apply(partial_key(TX, 0, d), orjson.dumps({"t1": 1}))
+    final = day - FEEDBACK_DELAY_DAYS - 1
+    finalize(table, final)
+
+    async def go() -> None:
+        # Partition 0 has already seen day + 1, partition 1 this transaction at the final day:
+        await runner.admit([rec(1, 0, ts, "a")])
+        await runner.flush()
+
+    asyncio.run(go())
+    assert runner.pending_count() == 0
+    # A transaction on the final day (or a lateness earlier) reads back to final - 8 - 29: kept; older: gone.
+    oldest_read = final - FEEDBACK_DELAY_DAYS - 1 - 29
+    assert table.lookup("t1", oldest_read, day) == (day - oldest_read, 0)
+    assert table.lookup("t1", day - 60, oldest_read - 3) == (0, 0)
