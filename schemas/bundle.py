@@ -5,7 +5,11 @@ Layout::
     <bundle>/
       model.json         manifest: format, model version, feature set, threshold, metrics, params,
                          data window, library versions, sha256 of every other file, signature
-      model.onnx         TreeEnsembleClassifier graph (CPU provider)
+      model.onnx         TreeEnsembleClassifier graph (ai.onnx.ml): the CPU graph
+      model_tensor.onnx  the same model from standard tensor ops only (padded perfect trees, level by
+                         level; trainer/tensorize.py): the GPU graph, every node has a CUDA kernel.
+                         Same input ``input`` [N, F] and output ``probabilities`` [N, 2]. Optional:
+                         bundles written before issue 8 lack it (``Bundle.tensor_onnx_path`` is None)
       model.lgb.txt      the native LightGBM model
       report.md, report.json, roc.png, pr.png
 
@@ -29,6 +33,7 @@ from schemas.features import FEATURE_DTYPE, FEATURE_NAMES, FEATURE_VERSION
 BUNDLE_FORMAT = "fraudstream-bundle/1"
 MANIFEST = "model.json"
 ONNX_FILE = "model.onnx"
+TENSOR_ONNX_FILE = "model_tensor.onnx"
 
 
 def sha256_file(path: Path) -> str:
@@ -71,6 +76,11 @@ class Bundle:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX_FILE
+
+    @property
+    def tensor_onnx_path(self) -> Path | None:
+        """The tensorized (GPU) graph; None for a bundle without one. Its checksum was verified at load."""
+        return self.path / TENSOR_ONNX_FILE if TENSOR_ONNX_FILE in self.manifest.get("files", {}) else None
 
     @property
     def model_version(self) -> str:

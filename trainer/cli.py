@@ -3,7 +3,7 @@
 - ``simulate``: write the handbook simulator's history to Parquet.
 - ``train``: fit, evaluate and write a model bundle from Parquet files (or a fresh simulation).
 - ``evaluate``: the handbook protocol over several simulator seeds: mean and std, no bundle.
-- ``export``: re-export a bundle's native model to ONNX, re-check parity, re-seal the bundle.
+- ``export``: re-export a bundle's native model to ONNX (both graphs), re-check parity, re-seal the bundle.
 - ``run``: simulate, then train (the book's defaults; ``--quick`` for a small, fast version).
 """
 
@@ -246,20 +246,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     import lightgbm as lgb
     import onnx
 
-    from schemas.bundle import load_bundle, seal
-    from trainer.export import check_parity, edge_rows, to_onnx
+    from schemas.bundle import TENSOR_ONNX_FILE, load_bundle, seal
+    from trainer.export import check_parity, edge_rows, tensor_manifest, to_onnx, to_tensor_onnx
 
     bundle = load_bundle(args.bundle)
     booster = lgb.Booster(model_file=str(bundle.path / "model.lgb.txt"))
     model = to_onnx(booster)
+    tensor = to_tensor_onnx(booster)
     rng = np.random.default_rng(0)
     probe = rng.gamma(2.0, 20.0, size=(5000, booster.num_feature())).astype(np.float32)
-    parity = check_parity(booster, model, np.vstack([probe, edge_rows(booster, probe, rng)]))
+    probe = np.vstack([probe, edge_rows(booster, probe, rng)])
+    parity = check_parity(booster, model, probe)
+    tensor_parity = check_parity(booster, tensor, probe, what="tensorized ONNX")
     onnx.save(model, str(bundle.path / "model.onnx"))
+    onnx.save(tensor, str(bundle.path / TENSOR_ONNX_FILE))
     key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY", "").encode() if bundle.signed else None
     seal(bundle.path, {**bundle.manifest, "parity": {"rows": parity.rows, "edge_rows": parity.edge_rows,
-                                                      "max_abs_diff": parity.max_abs_diff}}, key or None)
-    _log(f"re-exported {bundle.path}: parity max |diff| {parity.max_abs_diff:.2e} over {parity.rows} rows")
+                                                      "max_abs_diff": parity.max_abs_diff},
+                       "tensor_onnx": tensor_manifest(tensor, tensor_parity, TENSOR_ONNX_FILE)}, key or None)
+    _log(f"re-exported {bundle.path}: parity max |diff| {parity.max_abs_diff:.2e} (tree graph), "
+         f"{tensor_parity.max_abs_diff:.2e} (tensorized graph) over {parity.rows} rows")
     return 0
 
 

@@ -1,5 +1,8 @@
-"""Export the fitted booster to ONNX (onnxmltools, ``TreeEnsembleClassifier``, zipmap off) and
-prove parity against LightGBM's own predict, or fail.
+"""Export the fitted booster to ONNX and prove parity against LightGBM's own predict, or fail.
+
+Two graphs of the same model: ``to_onnx`` (onnxmltools, ``TreeEnsembleClassifier``, zipmap off:
+the CPU graph) and ``to_tensor_onnx`` (standard tensor ops only, ``trainer.tensorize``: the GPU
+graph). Both are checked by ``check_parity`` on the CPU provider.
 
 The parity rows are the test set plus edge rows: NaN, zeros, negatives, huge values, and values
 next to every split threshold (where float32 rounding of thresholds would show).
@@ -19,11 +22,15 @@ import onnxruntime as ort
 
 from schemas.errors import ExportError
 from schemas.features import N_FEATURES
+from trainer.tensorize import LIGHTGBM_INF
+from trainer.tensorize import describe as describe_tensor
+from trainer.tensorize import to_tensor_onnx as tensorize
 
 F32 = npt.NDArray[np.float32]
 PARITY_TOLERANCE = 1e-5
 TARGET_OPSET = 15
 INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
 
 
 def trimmed(booster: lgb.Booster, best_iteration: int) -> lgb.Booster:
@@ -57,7 +64,8 @@ def round_thresholds_down(model: onnx.ModelProto, booster: lgb.Booster) -> int:
     doubles: dict[tuple[int, np.float32], set[float]] = {}
     for f, ths in split_thresholds(booster).items():
         for t in ths:
-            doubles.setdefault((f, np.float32(t)), set()).add(t)
+            with np.errstate(over="ignore"):  # a NaN-vs-rest split has a threshold beyond float32 (-> inf)
+                doubles.setdefault((f, np.float32(t)), set()).add(t)
     moved = 0
     for node in model.graph.node:
         if node.op_type != "TreeEnsembleClassifier":
@@ -72,7 +80,8 @@ def round_thresholds_down(model: onnx.ModelProto, booster: lgb.Booster) -> int:
             originals = doubles.get((int(f), v32))
             if not originals:
                 raise ExportError(f"ONNX split on feature {f} at {v32!r} matches no LightGBM threshold")
-            below = {float(v32) > t for t in originals}
+            # LightGBM reads an input of +inf as 1e300, so a 1e300 threshold (NaN-vs-rest) must stay +inf.
+            below = {float(v32) > t and t < LIGHTGBM_INF for t in originals}
             if len(below) > 1:
                 raise ExportError(f"thresholds {sorted(originals)} of feature {f} share one float32")
             if below.pop():
@@ -97,21 +106,24 @@ def split_thresholds(booster: lgb.Booster) -> dict[int, list[float]]:
 
 
 def edge_rows(booster: lgb.Booster, base: F32, rng: np.random.Generator, per_feature: int = 40) -> F32:
-    """Rows with NaN, zeros, extremes, and values at and next to split thresholds."""
+    """Rows with NaN, zeros, extremes (+-inf included), and values at and next to split thresholds."""
     rows = [np.full(N_FEATURES, np.nan, np.float32), np.zeros(N_FEATURES, np.float32),
             np.full(N_FEATURES, 1e30, np.float32), np.full(N_FEATURES, -1e30, np.float32),
-            np.full(N_FEATURES, np.finfo(np.float32).max, np.float32)]
+            np.full(N_FEATURES, np.finfo(np.float32).max, np.float32),
+            np.full(N_FEATURES, np.inf, np.float32), np.full(N_FEATURES, -np.inf, np.float32)]
     template = base[rng.integers(0, len(base), size=1)[0]] if len(base) else np.zeros(N_FEATURES, np.float32)
     for f, ths in split_thresholds(booster).items():
         for t in rng.choice(np.asarray(ths), size=min(per_feature, len(ths)), replace=False):
-            t32 = np.float32(t)
+            with np.errstate(over="ignore"):  # thresholds beyond float32 become +-inf
+                t32 = np.float32(t)
             for v in (t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))):
                 r = template.copy()
                 r[f] = v
                 rows.append(r)
-        r = template.copy()
-        r[f] = np.nan
-        rows.append(r)
+        for v in (np.nan, np.inf, -np.inf):
+            r = template.copy()
+            r[f] = v
+            rows.append(r)
     return np.vstack(rows).astype(np.float32)
 
 
@@ -127,12 +139,18 @@ def onnx_scores(model: onnx.ModelProto | Path, x: F32) -> npt.NDArray[np.float32
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(src) if isinstance(src, Path) else src, opts, providers=["CPUExecutionProvider"])
-    outputs = sess.run(None, {INPUT_NAME: x})
-    probs = np.asarray(outputs[1], dtype=np.float32)
-    return probs[:, 1]
+    # By name: the tree graph also has a ``label`` output, the tensorized graph only this one.
+    (probs,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
+    return np.asarray(probs, dtype=np.float32)[:, 1]
 
 
-def check_parity(booster: lgb.Booster, model: onnx.ModelProto, x_test: F32, seed: int = 0) -> Parity:
+def to_tensor_onnx(booster: lgb.Booster) -> onnx.ModelProto:
+    """The second graph of the same model, from standard ONNX ops only (the GPU path; trainer.tensorize)."""
+    return tensorize(booster, N_FEATURES)
+
+
+def check_parity(booster: lgb.Booster, model: onnx.ModelProto, x_test: F32, seed: int = 0,
+                 what: str = "ONNX") -> Parity:
     edges = edge_rows(booster, x_test, np.random.default_rng(seed))
     x = np.vstack([x_test, edges]).astype(np.float32)
     expected = booster.predict(x)
@@ -142,7 +160,16 @@ def check_parity(booster: lgb.Booster, model: onnx.ModelProto, x_test: F32, seed
     if not np.isfinite(worst) or worst > PARITY_TOLERANCE:
         i = int(np.nanargmax(diff))
         raise ExportError(
-            f"ONNX parity failed: max |onnx - lightgbm| = {worst:.3g} > {PARITY_TOLERANCE} "
+            f"{what} parity failed: max |onnx - lightgbm| = {worst:.3g} > {PARITY_TOLERANCE} "
             f"(row {i}: onnx {got[i]:.8f}, lightgbm {expected[i]:.8f}); the bundle is not written"
         )
     return Parity(rows=len(x), max_abs_diff=worst, edge_rows=len(edges))
+
+
+def tensor_manifest(model: onnx.ModelProto, parity: Parity, file: str) -> dict[str, object]:
+    """The manifest's ``tensor_onnx`` entry: what the tensorized graph is and how well it agreed."""
+    facts = describe_tensor(model)
+    return {"file": file, "input": INPUT_NAME, "output": OUTPUT_NAME, "opset": facts["opset"],
+            "graph": "tensorized perfect trees (standard ops)", "depth": facts["depth"], "trees": facts["trees"],
+            "nodes": facts["nodes"], "ops": facts["ops"], "bytes": facts["bytes"],
+            "parity": {"rows": parity.rows, "edge_rows": parity.edge_rows, "max_abs_diff": parity.max_abs_diff}}

@@ -1,5 +1,8 @@
 """The trainer's steps, end to end: features -> split -> fit -> evaluate -> threshold -> export -> bundle.
 
+The export writes two graphs of the model (tree ops for the CPU, standard tensor ops for the GPU),
+each checked against LightGBM before anything is written.
+
 Each step is a plain function; ``trainer.cli`` wires them to subcommands.
 """
 
@@ -24,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from schemas.bundle import seal
+from schemas.bundle import TENSOR_ONNX_FILE, seal
 from schemas.errors import DataQualityError
 from schemas.features import DAY_MS, FEATURE_VERSION, offline_features
 from trainer.evaluate import (
@@ -36,7 +39,7 @@ from trainer.evaluate import (
     known_compromised_filter,
     prequential_folds,
 )
-from trainer.export import Parity, check_parity, to_onnx, trimmed
+from trainer.export import Parity, check_parity, tensor_manifest, to_onnx, to_tensor_onnx, trimmed
 from trainer.fit import FitParams, Fitted, Progress, fit
 from trainer.report import FoldResult, ModelResult, ReportInput, plot_curves, write_report
 from trainer.simulate import History, Labels
@@ -209,6 +212,13 @@ def write_bundle(t: Trained, out_root: Path, key: bytes | None, log: Log) -> Pat
     parity: Parity = check_parity(t.booster, model, t.ds.x[tm])
     log(f"ONNX parity: {parity.rows} rows ({parity.edge_rows} edge rows), max |diff| {parity.max_abs_diff:.2e} "
         f"({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    tensor = to_tensor_onnx(t.booster)
+    tensor_parity: Parity = check_parity(t.booster, tensor, t.ds.x[tm], what="tensorized ONNX")
+    tensor_entry = tensor_manifest(tensor, tensor_parity, TENSOR_ONNX_FILE)
+    log(f"tensorized ONNX parity: {tensor_parity.rows} rows ({tensor_parity.edge_rows} edge rows), max |diff| "
+        f"{tensor_parity.max_abs_diff:.2e}; {tensor_entry['trees']} trees padded to depth {tensor_entry['depth']}, "
+        f"{tensor_entry['nodes']} nodes ({time.monotonic() - t0:.1f}s)")
     created = dt.datetime.now(dt.UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{FEATURE_VERSION[-6:]}"
     final = out_root / version
@@ -218,6 +228,7 @@ def write_bundle(t: Trained, out_root: Path, key: bytes | None, log: Log) -> Pat
     staging.mkdir(parents=True)
     try:
         onnx.save(model, str(staging / "model.onnx"))
+        onnx.save(tensor, str(staging / TENSOR_ONNX_FILE))
         t.booster.save_model(str(staging / "model.lgb.txt"))
         write_report(staging, t.report)
         plot_curves(staging, t.curves)
@@ -237,6 +248,7 @@ def write_bundle(t: Trained, out_root: Path, key: bytes | None, log: Log) -> Pat
             "parity": {"rows": parity.rows, "edge_rows": parity.edge_rows, "max_abs_diff": parity.max_abs_diff},
             "onnx": {"file": "model.onnx", "input": "input", "output": "probabilities", "opset": 15,
                      "graph": "TreeEnsembleClassifier"},
+            "tensor_onnx": tensor_entry,
             "library_versions": library_versions(),
         }
         seal(staging, manifest, key)

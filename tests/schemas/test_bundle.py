@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.bundle import MANIFEST, load_bundle, seal
+from schemas.bundle import MANIFEST, TENSOR_ONNX_FILE, load_bundle, seal, sha256_file
 from schemas.errors import BundleError
 
 KEY = b"s3cret-key"
@@ -79,3 +79,39 @@ def test_signatures(tmp_path: Path) -> None:
         load_bundle(signed, key=KEY)
     with pytest.raises(BundleError, match="no signing key"):
         load_bundle(signed, key=None, require_signature=True)
+
+
+def _bundle_with_tensor(tmp_path: Path) -> Path:
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"onnx bytes")
+    (d / TENSOR_ONNX_FILE).write_bytes(b"tensor onnx bytes")
+    (d / "model.lgb.txt").write_text("tree")
+    seal(d, {"model_version": "m1", "threshold": {"value": 0.5}})
+    return d
+
+
+def test_both_graphs_are_listed_checksummed_and_exposed(tmp_path: Path) -> None:
+    b = load_bundle(_bundle_with_tensor(tmp_path))
+    files = b.manifest["files"]
+    assert {"model.onnx", TENSOR_ONNX_FILE} <= set(files)
+    assert files[TENSOR_ONNX_FILE] == sha256_file(b.path / TENSOR_ONNX_FILE) != files["model.onnx"]
+    assert b.onnx_path == b.path / "model.onnx" and b.tensor_onnx_path == b.path / TENSOR_ONNX_FILE
+
+
+def test_bundle_without_a_tensor_graph_loads_with_none(tmp_path: Path) -> None:
+    d = _bundle(tmp_path)
+    assert load_bundle(d).tensor_onnx_path is None
+    # A tensor graph dropped in later without re-sealing is not trusted: it is not exposed.
+    (d / TENSOR_ONNX_FILE).write_bytes(b"unlisted")
+    assert load_bundle(d).tensor_onnx_path is None
+
+
+def test_tampered_tensor_graph_is_refused(tmp_path: Path) -> None:
+    d = _bundle_with_tensor(tmp_path)
+    (d / TENSOR_ONNX_FILE).write_bytes(b"tensor onnx bytez")
+    with pytest.raises(BundleError, match=r"model_tensor\.onnx is corrupt"):
+        load_bundle(d)
+    (d / TENSOR_ONNX_FILE).unlink()
+    with pytest.raises(BundleError, match=r"model_tensor\.onnx is missing"):
+        load_bundle(d)

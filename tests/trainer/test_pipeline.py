@@ -115,3 +115,68 @@ def test_help_documents_env_variables() -> None:
 def test_bad_env_value_is_a_clear_error() -> None:
     done = _trainer("train", "--help", env={"FRAUDSTREAM_ROUNDS": "many"})
     assert done.returncode == 2 and "FRAUDSTREAM_ROUNDS='many'" in done.stderr
+
+
+def test_bundle_carries_the_tensorized_graph(quick_bundle: Path) -> None:
+    import onnx
+
+    b = load_bundle(quick_bundle, key=KEY.encode(), require_signature=True)
+    assert b.tensor_onnx_path == quick_bundle / "model_tensor.onnx" and "model_tensor.onnx" in b.manifest["files"]
+    entry = b.manifest["tensor_onnx"]
+    assert entry["file"] == "model_tensor.onnx" and entry["input"] == "input" and entry["output"] == "probabilities"
+    assert entry["parity"]["max_abs_diff"] <= 1e-5 and entry["parity"]["edge_rows"] > 0
+    assert 1 <= entry["depth"] <= 8 and entry["trees"] >= 1
+    model = onnx.load(str(b.tensor_onnx_path))
+    assert all(n.domain == "" for n in model.graph.node)
+    booster = lgb.Booster(model_file=str(quick_bundle / "model.lgb.txt"))
+    assert entry["trees"] == booster.num_trees()
+    x = np.random.default_rng(4).gamma(2.0, 30.0, size=(3000, len(FEATURE_NAMES))).astype(np.float32)
+    x[::40, 5] = np.nan
+    x[::33, 2] = 0.0
+    tensor, tree, native = onnx_scores(b.tensor_onnx_path, x), onnx_scores(b.onnx_path, x), booster.predict(x)
+    assert np.abs(tensor - native).max() <= 1e-5 and np.abs(tensor - tree).max() <= 1e-5
+
+
+def test_failing_tensorized_parity_writes_no_bundle(quick_bundle: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from trainer import pipeline
+    from trainer.export import to_tensor_onnx
+
+    booster = lgb.Booster(model_file=str(quick_bundle / "model.lgb.txt"))
+
+    def broken(b: lgb.Booster) -> object:
+        model = to_tensor_onnx(b)
+        leaves = next(t for t in model.graph.initializer if t.name == "leaves")
+        values = np.frombuffer(leaves.raw_data, np.float32).copy() + 0.5
+        leaves.raw_data = values.tobytes()
+        return model
+
+    monkeypatch.setattr(pipeline, "to_tensor_onnx", broken)
+    monkeypatch.setattr(pipeline, "test_mask", lambda ds, split: slice(None))
+    x = np.random.default_rng(5).gamma(2.0, 30.0, size=(500, len(FEATURE_NAMES))).astype(np.float32)
+    trained = SimpleNamespace(booster=booster, ds=SimpleNamespace(x=x), split=None)
+    out = tmp_path / "bundles"
+    with pytest.raises(ExportError, match="tensorized ONNX parity failed"):
+        pipeline.write_bundle(trained, out, None, lambda _: None)  # type: ignore[arg-type]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_export_subcommand_adds_the_tensorized_graph_to_an_old_bundle(quick_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from schemas.bundle import MANIFEST, seal
+
+    old = tmp_path / "old"
+    shutil.copytree(quick_bundle, old)
+    (old / "model_tensor.onnx").unlink()
+    manifest = json.loads((old / MANIFEST).read_text())
+    manifest.pop("tensor_onnx")
+    seal(old, manifest, KEY.encode())
+    assert load_bundle(old, key=KEY.encode()).tensor_onnx_path is None
+    done = _trainer("export", str(old), env={"FRAUDSTREAM_BUNDLE_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    b = load_bundle(old, key=KEY.encode(), require_signature=True)
+    assert b.tensor_onnx_path is not None and b.manifest["tensor_onnx"]["parity"]["max_abs_diff"] <= 1e-5
