@@ -15,8 +15,11 @@ from schemas.errors import ConfigError
 
 
 def add(parser: argparse.ArgumentParser | Any, flag: str, env: str, default: Any, help: str,
-        type: Callable[[str], Any] = str, **kw: Any) -> None:
-    """``parser.add_argument(flag)`` whose default comes from ``env`` when that is set."""
+        type: Callable[[str], Any] = str, shown: str | None = None, **kw: Any) -> None:
+    """``parser.add_argument(flag)`` whose default comes from ``env`` when that is set.
+
+    ``shown``: how ``--help`` (and the README's generated reference) states a default that depends
+    on the host, e.g. ``<hostname>-<pid>``."""
     raw = os.environ.get(env)
     value = default
     if raw is not None and raw != "":
@@ -24,7 +27,8 @@ def add(parser: argparse.ArgumentParser | Any, flag: str, env: str, default: Any
             value = type(raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"environment variable {env}={raw!r} is not a valid {flag}: {exc}") from exc
-    shown = "unset" if default is None else default
+    if shown is None:
+        shown = "unset" if default is None else str(default)
     parser.add_argument(flag, type=type, default=value, help=f"{help} [env {env}; default {shown}]", **kw)
 
 

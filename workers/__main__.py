@@ -1,15 +1,18 @@
 """``python -m workers``: start-up checks, then the Faust worker.
 
-Checks before anything consumes: the settings parse, the bundle exists and verifies (checksums,
-signature when required, feature version), ONNX Runtime loads it with the requested provider and
-its input has the expected shape, the broker answers and the topics exist (created when
-missing). Any failure exits non-zero with one line naming the problem.
+Checks before anything consumes: the settings parse, the health/metrics port (--metrics-port) is
+free, the bundle exists and verifies (checksums, signature when required, feature version), ONNX
+Runtime loads it with the requested provider and graph (--graph tensor needs a bundle with the
+tensorized graph), its input has the expected shape and a warm-up batch scores, the broker
+answers and the topics exist (created when missing). Any failure exits non-zero with one line
+naming the problem.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 from schemas.bundle import load_bundle
 from schemas.errors import FraudstreamError
@@ -22,12 +25,19 @@ def main(argv: list[str] | None = None) -> int:
         from workers.config import parse
 
         s = parse(argv)
+        from workers.health import bind
+
+        metrics_socket = bind(s.metrics_host, s.metrics_port)  # a port in use is refused here, before Kafka
         bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
-        from workers.score import Scorer
+        from workers.config import GPU_BATCH_SIZE
+        from workers.score import GPU_PROVIDERS, Scorer
 
         scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
-                        inter_op_threads=s.inter_op_threads)
-        log.info("inference: %s", scorer.describe())
+                        inter_op_threads=s.inter_op_threads, tensor_path=bundle.tensor_onnx_path, graph=s.graph)
+        if s.batch_size_auto and scorer.provider in GPU_PROVIDERS:
+            s = replace(s, batch_size=GPU_BATCH_SIZE)  # see workers/config.py
+        scorer.warm_up(s.batch_size)
+        log.info("inference: %s, batch size %d", scorer.describe(), s.batch_size)
         log.info("kafka: %s at %s", s.auth.describe(), s.bootstrap)
         from workers.topics import ensure_topics
 
@@ -39,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from workers.app import create_app
 
-    app = create_app(s, bundle, scorer, partitions)
+    app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()
     return 0

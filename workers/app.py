@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -25,15 +26,19 @@ from schemas.bundle import Bundle
 from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.consume import DirectConsumer
+from workers.health import Health, Server, make_app
+from workers.metrics import Metrics
 from workers.runner import Runner
 from workers.score import Scorer
 from workers.services import LabelAggregator, Publisher, TableReader
 from workers.terminals import TerminalTable
+from workers.watchdog import OffsetSampler, Watchdog, run_watchdog
 
 log = logging.getLogger("fraudstream.worker")
 
 
-def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int]) -> faust.App:
+def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
+               metrics_socket: socket.socket | None = None) -> faust.App:
     (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         # The transactions' consumer group is s.group_id in both modes; with the direct consumer
@@ -60,7 +65,13 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     publisher = Publisher(s)
     reader = TableReader(s, table)
     labels = LabelAggregator(s, table, publisher)
-    runner = Runner(s, bundle, scorer, table, publisher)
+    metrics = Metrics()
+    metrics.set_model(bundle.model_version, str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
+                      scorer.provider, str(getattr(scorer, "graph", "tree")))
+    runner = Runner(s, bundle, scorer, table, publisher, metrics)
+    watchdog = Watchdog(s.stall_after_s)
+    health = Health(watchdog)
+    metrics.set_ready_function(health.is_ready)
     ready, draining, idle, fatal = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
     idle.set()
     topic = app.topic(s.topics.transactions, key_type=bytes, value_type=bytes, internal=False)
@@ -75,12 +86,14 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
         ready.set()
-        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s", s.worker_id, time.monotonic() - t0,
-                 scorer.provider, bundle.model_version, bundle.path)
+        health.ready = True
+        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", s.worker_id,
+                 time.monotonic() - t0, scorer.provider, bundle.model_version, bundle.path, scorer.graph)
 
     async def drain() -> None:
         log.info("SIGTERM: draining the batch in flight")
         draining.set()
+        health.draining = True
         if direct is not None:
             direct.stopping.set()
             if direct_task is not None:
@@ -93,6 +106,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     streams: list[Any] = []
     limit = 20 * s.batch_size
     paused: set[int] = set()
+    hook_held: set[int] = set()  # agent mode: partitions paused by the test hook (/debug/pause)
 
     async def flush_and_ack() -> int:
         records = await runner.flush()
@@ -112,8 +126,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         resume &= assigned
         if pause:
             app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in pause})
-        if resume:
-            app.consumer.resume_partitions({TP(s.topics.transactions, p) for p in resume})
+        if resume - hook_held:
+            app.consumer.resume_partitions({TP(s.topics.transactions, p) for p in resume - hook_held})
         paused = (paused | pause) - resume
 
     def fail(what: str) -> None:
@@ -121,10 +135,65 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         # are redelivered after a restart rather than skipped.
         log.exception("unexpected failure %s; stopping the worker", what)
         fatal.set()
+        health.fatal = what
         os.kill(os.getpid(), signal.SIGINT)
 
     direct = DirectConsumer(s, runner, fail) if s.consumer == "direct" else None
     direct_task: asyncio.Task[None] | None = None
+
+    def assigned() -> set[int]:
+        if direct is not None:
+            return direct.assigned()
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
+
+    def hold(p: int) -> None:  # test hook: stop fetching partition p (flow control never resumes it)
+        if direct is not None:
+            direct.hold(p)
+            return
+        hook_held.add(p)
+        if p in assigned():
+            app.consumer.pause_partitions({TP(s.topics.transactions, p)})
+
+    def release(p: int) -> None:
+        if direct is not None:
+            direct.release(p)
+            return
+        hook_held.discard(p)
+        if p in assigned() and p not in paused:
+            app.consumer.resume_partitions({TP(s.topics.transactions, p)})
+
+    health.assigned = assigned
+    server = Server(metrics_socket, make_app(health, metrics, {"pause": hold, "resume": release}
+                                             if s.test_hooks else None)) if metrics_socket is not None else None
+    sampler = OffsetSampler(s.bootstrap, s.auth.aiokafka(), s.topics.transactions, s.group_id, s.worker_id,
+                            s.auto_offset_reset, timeout_s=max(s.watchdog_interval_s, 5.0))
+
+    @app.task
+    async def serve_health() -> None:
+        if server is not None:
+            await server.start()
+
+    @app.task
+    async def watch_partitions() -> None:
+        """The stall watchdog (workers/watchdog.py), from the end of the bootstrap on."""
+        await ready.wait()
+        while True:
+            try:
+                await sampler.start()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watchdog: cannot reach the broker (%r); retrying in %.1fs", exc, s.watchdog_interval_s)
+                await asyncio.sleep(s.watchdog_interval_s)
+        await run_watchdog(watchdog, s.watchdog_interval_s, assigned, lambda: runner.processed, runner.waiting,
+                           sampler.offsets, lambda dog: metrics.set_partitions(dog.lags(), len(dog.stalled())))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_health(sender: Any, **kwargs: Any) -> None:
+        if server is not None:
+            await server.stop()
+        await sampler.stop()
 
     @app.task
     async def consume_directly() -> None:
@@ -192,8 +261,14 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **kwargs: Any) -> None:
+        if direct is not None:
+            # Faust's own consumer (group "<group>-app") holds no transactions partitions in direct
+            # mode: the direct consumer's rebalance listener forgets revoked partitions itself.
+            return
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
         runner.drop_partitions(set(runner.states) - assigned)
+        if hook_held & assigned:  # a reassignment forgets pauses; the test hook's hold outlives it
+            app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in hook_held & assigned})
 
     app.conf.fraudstream = {"runner": runner, "labels": labels, "reader": reader}  # for tests and ops
     return app

@@ -16,6 +16,14 @@ from schemas.kafka_auth import KafkaAuth
 from schemas.settings import add, flag, non_negative_float, positive_int
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+GRAPHS = ("auto", "tree", "tensor")
+# --batch-size auto: 1000 on the CPU; 4096 when the provider in use is CUDA or TensorRT (decided
+# after the session loads, workers/__main__.py). A GPU run costs about the same for a few hundred
+# rows as for thousands (launch- and copy-bound), so a larger cap drains bursts and backlogs in
+# fewer, cheaper calls, while --max-wait-ms still bounds how long a batch waits to fill. Not
+# measured on a GPU yet (BENCHMARKS.md, "GPU path"): revisit with ops.inferbench on one.
+CPU_BATCH_SIZE = 1000
+GPU_BATCH_SIZE = 4096
 OFFSET_RESETS = ("earliest", "latest")
 
 
@@ -59,6 +67,13 @@ class Settings:
     session_timeout_s: float
     consumer: str
     auth: KafkaAuth
+    graph: str = "auto"            # auto | tree | tensor (workers/score.py)
+    batch_size_auto: bool = False  # --batch-size auto: the GPU default may replace CPU_BATCH_SIZE at start
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9400       # 0: no HTTP server
+    watchdog_interval_s: float = 5.0
+    stall_after_s: float = 30.0
+    test_hooks: bool = False       # env FRAUDSTREAM_TEST_HOOKS=1: POST /debug/pause|resume (tests only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m workers",
         description="fraudstream stream worker: score transactions from Kafka with ONNX Runtime")
     add(p, "--bootstrap", "FRAUDSTREAM_BOOTSTRAP", os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        "Kafka bootstrap servers (host:port[,host:port])")
+        "Kafka bootstrap servers (host:port[,host:port])", shown="$KAFKA_BOOTSTRAP, else 127.0.0.1:9092")
     add(p, "--bundle", "FRAUDSTREAM_BUNDLE", Path("bundles/latest"), "model bundle directory", Path)
     add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
         "refuse an unsigned bundle (key in env FRAUDSTREAM_BUNDLE_KEY)", flag)
@@ -79,14 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--retention-days", "FRAUDSTREAM_RETENTION_DAYS", 40.0,
         "retention of created source topics (must cover the 37-day state horizon)", non_negative_float)
     add(p, "--scores", "FRAUDSTREAM_SCORES", True, "publish every score to the scores topic", flag)
-    add(p, "--batch-size", "FRAUDSTREAM_BATCH_SIZE", 1000, "maximum records per inference batch", positive_int)
+    add(p, "--batch-size", "FRAUDSTREAM_BATCH_SIZE", "auto",
+        f"maximum records per inference batch; auto: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} with a CUDA or "
+        f"TensorRT provider", batch_size)
     add(p, "--max-wait-ms", "FRAUDSTREAM_MAX_WAIT_MS", 5.0, "maximum wait to fill a batch", non_negative_float)
     add(p, "--provider", "FRAUDSTREAM_PROVIDER", "auto", f"execution provider: {' | '.join(PROVIDERS)}")
+    add(p, "--graph", "FRAUDSTREAM_GRAPH", "auto",
+        f"which of the bundle's graphs to run: {' | '.join(GRAPHS)}; auto: the tensorized graph when the provider "
+        f"in use is CUDA or TensorRT, the tree graph on the CPU")
     add(p, "--threads", "FRAUDSTREAM_THREADS", 1, "ONNX Runtime intra-op threads", positive_int)
     add(p, "--inter-threads", "FRAUDSTREAM_INTER_THREADS", 1, "ONNX Runtime inter-op threads", positive_int)
     add(p, "--stats-interval", "FRAUDSTREAM_STATS_INTERVAL_S", 5.0, "seconds between latency-stats messages",
         non_negative_float)
-    add(p, "--worker-id", "FRAUDSTREAM_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", "worker id in stats")
+    add(p, "--worker-id", "FRAUDSTREAM_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}", "worker id in stats",
+        shown="<hostname>-<pid>")
     add(p, "--group-id", "FRAUDSTREAM_GROUP_ID", "fraudstream-worker", "consumer group of the workers")
     add(p, "--auto-offset-reset", "FRAUDSTREAM_AUTO_OFFSET_RESET", "earliest",
         "where a new group starts: earliest | latest")
@@ -96,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "event time allowed ahead of the record's Kafka timestamp", int)
     add(p, "--terminal-wait-s", "FRAUDSTREAM_TERMINAL_WAIT_S", 60.0,
         "how long a batch waits for the terminal day buckets it needs to be final", non_negative_float)
-    add(p, "--idle-ms", "FRAUDSTREAM_IDLE_MS", 1000, "a caught-up label partition silent this long is idle", int)
+    add(p, "--idle-ms", "FRAUDSTREAM_IDLE_MS", 1000,
+        "a caught-up transactions or labels partition without a record this long is idle: its days are closed "
+        "up to the other partitions' (so it does not hold back finality)", int)
     add(p, "--retries", "FRAUDSTREAM_RETRIES", 3, "scoring retries before a batch is dead-lettered", int)
     add(p, "--retry-backoff-ms", "FRAUDSTREAM_RETRY_BACKOFF_MS", 200, "first retry backoff (doubles)", int)
     add(p, "--data-dir", "FRAUDSTREAM_DATA_DIR", Path(".state/worker"), "Faust's local data directory", Path)
@@ -104,7 +127,37 @@ def build_parser() -> argparse.ArgumentParser:
         "how transactions are consumed: direct (whole aiokafka fetches, ~2x faster) | agent (a Faust agent)")
     add(p, "--session-timeout-s", "FRAUDSTREAM_SESSION_TIMEOUT_S", 10.0,
         "consumer-group session timeout: how long a dead worker's partitions wait before moving", non_negative_float)
+    add(p, "--metrics-host", "FRAUDSTREAM_METRICS_HOST", "0.0.0.0",
+        "address of the health/metrics HTTP server (/healthz, /readyz, /metrics)")
+    add(p, "--metrics-port", "FRAUDSTREAM_METRICS_PORT", 9400,
+        "port of the health/metrics HTTP server; 0 disables it (give each worker on one host its own)", port)
+    add(p, "--watchdog-interval-s", "FRAUDSTREAM_WATCHDOG_INTERVAL_S", 5.0,
+        "seconds between the stall watchdog's looks at each partition's end offset and processed position",
+        positive_float)
+    add(p, "--stall-after-s", "FRAUDSTREAM_STALL_AFTER_S", 30.0,
+        "a partition with lag whose processed position has not moved this long is stalled (not ready, not live); "
+        "a bounded wait for terminal finality is not a stall: its clock starts when --terminal-wait-s has passed",
+        positive_float)
     return p
+
+
+def port(value: str) -> int:
+    n = int(value)
+    if not 0 <= n <= 65535:
+        raise ValueError(f"must be a TCP port 0..65535, got {n}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0 or x == float("inf"):
+        raise ValueError(f"must be a positive number, got {value}")
+    return x
+
+
+def batch_size(value: str) -> int:
+    """``auto`` (0) or a positive number of records."""
+    return 0 if value.strip().lower() == "auto" else positive_int(value)
 
 
 def parse(argv: list[str] | None = None) -> Settings:
@@ -117,6 +170,8 @@ def parse(argv: list[str] | None = None) -> Settings:
         raise
     if a.provider not in PROVIDERS:
         raise ConfigError(f"--provider {a.provider!r}: choose one of {', '.join(PROVIDERS)} (env FRAUDSTREAM_PROVIDER)")
+    if a.graph not in GRAPHS:
+        raise ConfigError(f"--graph {a.graph!r}: choose one of {', '.join(GRAPHS)} (env FRAUDSTREAM_GRAPH)")
     if a.consumer not in ("direct", "agent"):
         raise ConfigError(f"--consumer {a.consumer!r}: choose direct or agent (env FRAUDSTREAM_CONSUMER)")
     if a.auto_offset_reset not in OFFSET_RESETS:
@@ -132,11 +187,14 @@ def parse(argv: list[str] | None = None) -> Settings:
     return Settings(
         bootstrap=a.bootstrap, bundle=a.bundle, bundle_key=key.encode() if key else None,
         require_signature=a.require_signature, topics=topics, partitions=a.partitions,
-        retention_days=a.retention_days, scores_enabled=a.scores, batch_size=a.batch_size,
+        retention_days=a.retention_days, scores_enabled=a.scores, batch_size=a.batch_size or CPU_BATCH_SIZE,
         max_wait_ms=a.max_wait_ms, provider=a.provider, intra_op_threads=a.threads,
         inter_op_threads=a.inter_threads, stats_interval_s=a.stats_interval, worker_id=a.worker_id,
         group_id=a.group_id, auto_offset_reset=a.auto_offset_reset, lateness_ms=a.lateness_ms,
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
         retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
         session_timeout_s=a.session_timeout_s, consumer=a.consumer, auth=KafkaAuth.from_env(),
+        metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
+        stall_after_s=a.stall_after_s, graph=a.graph, batch_size_auto=a.batch_size == 0,
+        test_hooks=os.environ.get("FRAUDSTREAM_TEST_HOOKS", "") == "1",
     )

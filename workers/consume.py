@@ -31,6 +31,26 @@ class DirectConsumer:
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
+        self.paused: set[int] = set()  # paused by backpressure (Runner.flow)
+        self.held: set[int] = set()    # paused by the test hook (/debug/pause): flow() never resumes these
+        self.last_record: dict[int, float] = {}  # partition -> monotonic time its last record (or assignment) came
+        self.next_idle_check = 0.0
+
+    def assigned(self) -> set[int]:
+        if self.consumer is None:
+            return set()
+        return {tp.partition for tp in self.consumer.assignment() if tp.topic == self.s.topics.transactions}
+
+    def hold(self, partition: int) -> None:
+        """Stop fetching ``partition`` until ``release`` (test hook; a reassignment re-applies it)."""
+        self.held.add(partition)
+        if self.consumer is not None and partition in self.assigned():
+            self.consumer.pause(TopicPartition(self.s.topics.transactions, partition))
+
+    def release(self, partition: int) -> None:
+        self.held.discard(partition)
+        if self.consumer is not None and partition in self.assigned() and partition not in self.paused:
+            self.consumer.resume(TopicPartition(self.s.topics.transactions, partition))
 
     async def start(self) -> None:
         s = self.s
@@ -60,19 +80,20 @@ class DirectConsumer:
         limit = 20 * self.s.batch_size
         timeout_ms = max(int(self.s.max_wait_ms), 1)
         topic = self.s.topics.transactions
-        paused: set[int] = set()
         try:
             while not self.stopping.is_set():
-                assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == topic}
-                paused &= assigned
+                assigned = self.assigned()
+                paused = self.paused & assigned
                 pause, resume = self.runner.flow(paused, limit)
                 pause &= assigned
                 resume &= assigned
                 if pause:
                     self.consumer.pause(*(TopicPartition(topic, p) for p in pause))
                 if resume:
-                    self.consumer.resume(*(TopicPartition(topic, p) for p in resume))
-                paused = (paused | pause) - resume
+                    self.consumer.resume(*(TopicPartition(topic, p) for p in resume - self.held))
+                if self.held & assigned:  # also after a reassignment, which forgets pauses
+                    self.consumer.pause(*(TopicPartition(topic, p) for p in self.held & assigned))
+                self.paused = (paused | pause) - resume
                 batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.s.batch_size)
                 now = int(time.time() * 1000)
                 records = [Record(r.partition, r.offset, r.timestamp, r.key, r.value, now,
@@ -82,6 +103,7 @@ class DirectConsumer:
                     async with self.lock:
                         await self.runner.admit(records)
                 await self.flush_and_commit()
+                await self.close_idle(assigned, {tp.partition for tp in batches})
             await self.flush_and_commit()
         except asyncio.CancelledError:
             raise
@@ -91,6 +113,36 @@ class DirectConsumer:
         finally:
             if self.stopping.is_set():
                 await self.consumer.stop()
+
+    async def close_idle(self, assigned: set[int], fetched: set[int]) -> None:
+        """Partitions caught up (position at the high watermark) and without a record for --idle-ms
+        close their days up to the other partitions' watermark (``Runner.close_idle``), so that an
+        empty or quiet partition does not hold back every transaction's terminal finality."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        for p in fetched:
+            self.last_record[p] = now
+        for p in list(self.last_record):
+            if p not in assigned:
+                del self.last_record[p]
+        # Newly assigned partitions are quiet from now on; paused ones (backpressure, the test hook) are
+        # not fetched, so their high watermark is stale: never quiet, and quiet again only --idle-ms
+        # after they resume.
+        for p in (assigned - set(self.last_record)) | ((self.paused | self.held) & assigned):
+            self.last_record[p] = now
+        idle_s = self.s.idle_ms / 1000
+        if now < self.next_idle_check:
+            return
+        self.next_idle_check = now + idle_s / 2
+        topic = self.s.topics.transactions
+        candidates = [TopicPartition(topic, p) for p in assigned if now - self.last_record[p] >= idle_s]
+        if not candidates:
+            return
+        ends = await self.consumer.end_offsets(candidates)  # the broker's, not the last fetch's
+        quiet = {tp.partition for tp in candidates if await self.consumer.position(tp) >= ends[tp]}
+        if quiet:
+            async with self.lock:
+                await self.runner.close_idle(quiet)
 
     async def revoke(self, partitions: list[TopicPartition]) -> None:
         """Before partitions move: flush and commit what can be, forget their state and queues."""

@@ -24,13 +24,13 @@ import numpy.typing as npt
 
 from schemas.bundle import Bundle
 from schemas.errors import ScoringError
-from schemas.features import DAY_MS, FEEDBACK_DELAY_DAYS, TERMINAL_WINDOWS_DAYS
 from schemas.validate import Reject
 from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_message
 from workers.config import Settings
+from workers.metrics import Metrics
 from workers.score import Scorer
 from workers.services import Out, Publisher, publish_tx_closures, rebuild_partition
-from workers.state import TxPartition
+from workers.state import Partial, TxPartition
 from workers.stats import StatsWindow
 from workers.terminals import TerminalTable
 
@@ -50,8 +50,13 @@ class Pending:
 
 
 class Runner:
-    def __init__(self, s: Settings, bundle: Bundle, scorer: Scorer, table: TerminalTable, publisher: Publisher) -> None:
+    def __init__(self, s: Settings, bundle: Bundle, scorer: Scorer, table: TerminalTable, publisher: Publisher,
+                 metrics: Metrics | None = None) -> None:
         self.s, self.bundle, self.scorer, self.table, self.publisher = s, bundle, scorer, table, publisher
+        self.metrics = metrics if metrics is not None else Metrics()
+        # Per partition, the offset after the last record whose outputs were acknowledged (what the
+        # direct consumer commits); from the first record seen after the assignment until then.
+        self.processed: dict[int, int] = {}
         self.states: dict[int, TxPartition] = {}
         self.pending: dict[int, deque[Pending]] = {}
         self.stats = StatsWindow()
@@ -62,6 +67,18 @@ class Runner:
 
     def pending_count(self) -> int:
         return sum(len(q) for q in self.pending.values())
+
+    def waiting(self, partition: int) -> bool:
+        """Whether the partition's next record waits for terminal finality, still within --terminal-wait-s."""
+        q = self.pending.get(partition)
+        if not q:
+            return False
+        item = q[0]
+        if item.admitted is None:
+            return False
+        final = self.table.final_through()
+        blocked = final is None or needed_day(item.admitted.tx) > final
+        return blocked and time.monotonic() - item.since < self.s.terminal_wait_s
 
     def flow(self, paused: set[int], limit: int) -> tuple[set[int], set[int]]:
         """Backpressure per partition: (to pause, to resume). A partition whose queue passed ``limit``
@@ -83,18 +100,22 @@ class Runner:
                 t0 = time.monotonic()
                 self.states[p], n = await rebuild_partition(self.s, p, offset)
                 self.pending.pop(p, None)  # anything queued from before is redelivered from `offset` on
+                self.processed[p] = offset
                 dt = time.monotonic() - t0
                 self.rebuilds.append((p, n, dt))
                 log.info("partition %d: state rebuilt from %d records up to offset %d in %.2fs", p, n, offset, dt)
+            self.processed.setdefault(p, offset)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         for p in partitions:
             self.states.pop(p, None)
             self.pending.pop(p, None)
+            self.processed.pop(p, None)
 
     async def admit(self, records: list[Record]) -> None:
         async with self.lock:
             self.stats.record_in(len(records))
+            self.metrics.record_consumed(len(records))
             await self.ensure_state(records)
             adm = admit_batch(records, self.states, self.s.max_future_ms)
             await publish_tx_closures(self.publisher, self.s, self.table, [
@@ -131,6 +152,7 @@ class Runner:
         rows = feature_rows(admitted, self.states, self.table)
         backoff = self.s.retry_backoff_ms / 1000
         for attempt in range(self.s.retries + 1):
+            t0 = time.perf_counter()
             try:
                 return self.scorer.score(rows)
             except ScoringError as exc:
@@ -139,6 +161,8 @@ class Runner:
                 log.warning("scoring failed (%s), retry %d/%d in %.2fs", exc, attempt + 1, self.s.retries, backoff)
                 await asyncio.sleep(backoff)
                 backoff *= 2
+            finally:
+                self.metrics.record_inference(len(rows), time.perf_counter() - t0)
         raise AssertionError("unreachable")
 
     async def flush(self) -> list[Record]:
@@ -148,20 +172,34 @@ class Runner:
             if not items:
                 return []
             await self._publish(items)
-            self._forget_old_days()
+            self.processed.update({i.record.partition: i.record.offset + 1 for i in items})  # last per partition
             return [i.record for i in items]
 
-    def _forget_old_days(self) -> None:
-        """After a flush, let the terminal table drop the days no transaction of ours can read any
-        more. Whatever is still queued waits because it needs a day *after* the final one (else it
-        would have been decided), and a new transaction is never older than the final day less the
-        lateness; so nothing reads before the final day's needed day, less the widest window and the
-        lateness. (Trimming on the finality update itself was wrong: the final day can jump many
-        days at once, past transactions queued long before that this very flush then scores.)"""
-        final = self.table.final_through()
-        if final is not None:
-            self.table.forget_before(final - FEEDBACK_DELAY_DAYS - 1 - max(TERMINAL_WINDOWS_DAYS)
-                                     - self.s.lateness_ms // DAY_MS - 1)
+    async def close_idle(self, partitions: set[int]) -> int:
+        """Close days on caught-up partitions that have gone quiet, through the oldest watermark of the
+        *other* transactions partitions: a partition without traffic would otherwise hold back the
+        finality every other partition's transactions wait for (and they would be dead-lettered after
+        --terminal-wait-s). A transaction that later arrives for a day closed this way is dead-lettered
+        as late. Returns how many partitions moved."""
+        async with self.lock:
+            closures: list[tuple[int, list[Partial], int | None]] = []
+            for p in sorted(partitions):
+                # The others that have a watermark: several quiet partitions must not wait for each other
+                # (each is bounded by the partitions that do see traffic, directly or through another).
+                others = [wm for q, wm in self.table.tx_wm.items() if q != p]
+                if not others:
+                    continue
+                state = self.states.get(p)
+                if state is None:  # nothing consumed since the assignment: the first batch rebuilds it anyway
+                    state = self.states[p] = TxPartition(p, self.s.lateness_ms)
+                before = state.closed_through
+                partials = state.close_days(idle_through=min(others))
+                if state.closed_through != before:
+                    closures.append((p, partials, state.closed_through))
+            if closures:
+                log.info("idle partitions closed through: %s", {p: c for p, _, c in closures})
+                await publish_tx_closures(self.publisher, self.s, self.table, closures)
+            return len(closures)
 
     async def _publish(self, items: list[Pending]) -> None:
         s, t = self.s, self.s.topics
@@ -189,12 +227,15 @@ class Runner:
             headers = dead_letter_headers(rec.partition, rec.offset, reject, t.transactions, s.worker_id)
             outputs.append((t.dlq, rec.key, rec.value or b"", headers))
         acked = await self.publisher.send_all(outputs)
+        e2e_ms = None
         if ready:
             # End to end per scored record: input record timestamp -> broker ack of its output.
             done = max(acked[:n_scored_outputs]) if n_scored_outputs else now_ms()
             ts_in = np.fromiter((a.record.timestamp for a in ready), dtype=np.int64, count=len(ready))
+            e2e_ms = np.maximum(done - ts_in, 0)
             self.stats.record_batch(len(ready), inference_s, queue_ms=np.maximum(scored_at - ts_in, 0),
-                                    e2e_ms=np.maximum(done - ts_in, 0), flagged=flagged, scored=len(ready))
+                                    e2e_ms=e2e_ms, flagged=flagged, scored=len(ready))
+        self.metrics.record_outputs(len(ready), flagged, e2e_ms, (reject.reason for _, reject in dead))
         self.stats.record_dead_lettered(len(dead))
         self.stats.record_redelivered(sum(1 for a in ready if not a.new))
 

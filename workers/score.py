@@ -5,16 +5,32 @@ what the package lists: onnxruntime-gpu lists CUDA on any host, and on one witho
 without CUDA 13 / cuDNN 9 libraries) it logs an error and quietly runs on the CPU. ``auto``
 accepts that fallback; a forced ``cuda`` or ``tensorrt`` that did not load is a ``ConfigError``.
 
-Placement: ORT has no public per-node placement API. The ONNX-ML ops (``ai.onnx.ml``, e.g.
-``TreeEnsembleClassifier``) have no CUDA or TensorRT kernels, so with a GPU provider they run on
-the CPU with copies around them; ``cpu_fallback_nodes`` names them so the worker can say so.
-``placement`` assigns every other node to the provider in use: right for the kernels that
-provider has, approximate for the odd small op ORT may still keep on the CPU.
+Graph (a choice separate from the provider): a bundle carries the tree graph (``model.onnx``,
+``TreeEnsembleClassifier``) and, since issue 8, the tensorized graph (``model_tensor.onnx``:
+standard ops only, every one with a CUDA kernel). ``tree`` and ``tensor`` pick one; ``auto`` picks
+the tensor graph when the provider that actually loaded is CUDA or TensorRT, the tree graph on
+the CPU (where ORT's tree op is the faster of the two). Both have the same input and output.
+
+Placement: ORT 1.31 records which provider each node of the optimised graph was assigned to
+(session config ``session.record_ep_graph_assignment_info``); ``placement`` is that record. With
+an ORT that lacks it, ``placement`` falls back to op domains: the ONNX-ML ops (``ai.onnx.ml``,
+e.g. ``TreeEnsembleClassifier``) have no CUDA or TensorRT kernels, so with a GPU provider they run
+on the CPU with copies around them, and every other node is assigned to the provider in use.
+``cpu_fallback_nodes`` names the nodes that run on the CPU while the provider is a GPU one (the
+tree graph's ensemble; none for the tensorized graph).
+
+IO binding (on by default with a GPU provider; it works on the CPU provider too, which is how
+it is tested): the rows are copied into a staging host buffer (pinned when the provider exposes
+pinned host memory, else ordinary memory), bound as the input; the output is bound on the
+provider's device and copied back once per run. A warm-up run at start (``warm_up``) allocates
+the staging buffer and the device memory for the largest batch.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +48,9 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+GRAPH_CHOICES = ("auto", "tree", "tensor")
+GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
+_RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 # What to ask ORT for, best first; the CPU provider always closes the list (nodes the others cannot run).
 _REQUEST = {"cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TENSORRT, CUDA, CPU]}
 _FORCED = {"cuda": CUDA, "tensorrt": TENSORRT}
@@ -53,6 +72,7 @@ def _session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Sessio
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
     opts.log_severity_level = 2  # warning and above
+    opts.add_session_config_entry(_RECORD_ASSIGNMENT, "1")  # per-node placement (ORT >= 1.23; ignored before)
     return opts
 
 
@@ -71,39 +91,83 @@ def _dim(d: object) -> str:
 
 
 class Scorer:
-    """Scores float32 feature rows with the bundle's ONNX graph.
+    """Scores float32 feature rows with one of the bundle's ONNX graphs.
 
     Attributes set at construction: ``provider`` (the one in use), ``requested`` (the option),
-    ``input_name``, ``output_name``, ``opsets`` (domain -> version), ``cpu_fallback_nodes`` and
-    ``placement`` (provider -> nodes, see the module docstring).
+    ``graph`` ("tree" or "tensor": the graph loaded), ``graph_requested``, ``model_path``,
+    ``input_name``, ``output_name``, ``opsets`` (domain -> version), ``cpu_fallback_nodes``,
+    ``placement`` (provider -> nodes) and ``placement_source``, ``io_binding`` (see the module
+    docstring).
+
+    ``model_path`` is the tree graph, ``tensor_path`` the tensorized one (None: the bundle has
+    none). ``io_binding`` None means: on with a GPU provider, off on the CPU.
     """
 
     def __init__(self, model_path: Path | str, provider: str = "auto", intra_op_threads: int = 1,
-                 inter_op_threads: int = 1) -> None:
+                 inter_op_threads: int = 1, *, tensor_path: Path | str | None = None, graph: str = "auto",
+                 io_binding: bool | None = None) -> None:
         if provider not in PROVIDER_CHOICES:
             raise ConfigError(f"unknown provider {provider!r}: use one of {', '.join(PROVIDER_CHOICES)}")
-        self.requested = provider
+        if graph not in GRAPH_CHOICES:
+            raise ConfigError(f"unknown graph {graph!r}: use one of {', '.join(GRAPH_CHOICES)}")
+        if graph == "tensor" and tensor_path is None:
+            raise ConfigError(
+                f"--graph tensor: the bundle {Path(model_path).parent} has no tensorized graph (model_tensor.onnx; "
+                f"bundles written before issue 8 lack it): add it with `python -m trainer export "
+                f"{Path(model_path).parent}` or train a new bundle, or use --graph auto or --graph tree")
+        self.requested, self.graph_requested = provider, graph
         self.intra_op_threads, self.inter_op_threads = intra_op_threads, inter_op_threads
         self.available = list(ort.get_available_providers())
-        model_bytes, model = _load(Path(model_path))
-        self.opsets = {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
-        self.session = self._create(model_path, model_bytes, provider)
-        self.provider: str = self.session.get_providers()[0]
+        self.graph = "tensor" if graph == "tensor" else "tree"
+        self.graph_note = ""
+        self._open(Path(tensor_path) if graph == "tensor" and tensor_path is not None else Path(model_path))
         if provider in _FORCED and self.provider != _FORCED[provider]:
             raise ConfigError(
                 f"--provider {provider} was requested but ONNX Runtime loaded {self.provider} instead "
                 f"(the {_FORCED[provider]} did not load; ORT's log above says why): {_fix(provider)}")
+        if graph == "auto" and self.provider in GPU_PROVIDERS:
+            if tensor_path is not None:
+                self.graph = "tensor"
+                self._open(Path(tensor_path))
+            else:
+                self.graph_note = (f"the bundle has no tensorized graph: the tree graph's ensemble runs on the CPU "
+                                   f"under {self.provider} (re-export the bundle with `python -m trainer export`)")
+        self.io_binding = self.provider in GPU_PROVIDERS if io_binding is None else io_binding
+        self._binder = _Binder(self.session, self.input_name, self.output_name, self.provider) \
+            if self.io_binding else None
+        self.warmup: dict[str, float | int] = {}
+
+    def _open(self, path: Path) -> None:
+        """Create the session for ``path`` and read what it actually loaded."""
+        self.model_path = path
+        model_bytes, model = _load(path)
+        self.opsets = {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
+        self.session = self._create(path, model_bytes, self.requested)
+        self.provider: str = self.session.get_providers()[0]
         self.input_name, self.input_shape = self._check_input()
         self.output_name = self._find_output()
         self._outputs = [self.output_name]
+        self.placement, self.placement_source = self._placement(model)
+        self.cpu_fallback_nodes: list[str] = [] if self.provider == CPU else list(self.placement.get(CPU, []))
+
+    def _placement(self, model: onnx.ModelProto) -> tuple[dict[str, list[str]], str]:
+        """Provider -> nodes: from the session's own record when ORT keeps one, else from op domains."""
+        try:
+            assigned = self.session.get_provider_graph_assignment_info()
+            out: dict[str, list[str]] = {}
+            for sub in assigned:
+                out.setdefault(str(sub.ep_name), []).extend(f"{n.op_type}:{n.name or '?'}" for n in sub.get_nodes())
+            if out:
+                if self.provider != CPU:
+                    out.setdefault(CPU, [])
+                return out, "session"
+        except Exception:  # older ORT: no such method, or recording not supported
+            pass
         nodes = [(f"{n.op_type}:{n.name or '?'}", n.domain in CPU_ONLY_DOMAINS) for n in model.graph.node]
         if self.provider == CPU:
-            self.cpu_fallback_nodes: list[str] = []
-            self.placement: dict[str, list[str]] = {CPU: [name for name, _ in nodes]}
-        else:
-            self.cpu_fallback_nodes = [name for name, cpu_only in nodes if cpu_only]
-            self.placement = {self.provider: [name for name, cpu_only in nodes if not cpu_only],
-                              CPU: list(self.cpu_fallback_nodes)}
+            return {CPU: [name for name, _ in nodes]}, "op domains"
+        return ({self.provider: [name for name, cpu_only in nodes if not cpu_only],
+                 CPU: [name for name, cpu_only in nodes if cpu_only]}, "op domains")
 
     def _create(self, model_path: Path | str, model_bytes: bytes, provider: str) -> ort.InferenceSession:
         if provider == "auto":
@@ -161,28 +225,114 @@ class Scorer:
             err.retriable = False
             raise err
         try:
-            (probs,) = self.session.run(self._outputs, {self.input_name: x})
+            if self._binder is not None:
+                probs = self._binder.run(x)
+            else:
+                (probs,) = self.session.run(self._outputs, {self.input_name: x})
         except Exception as exc:
-            raise ScoringError(f"ONNX Runtime failed on a batch of {len(x)} on {self.provider}: {exc}") from exc
+            raise ScoringError(f"ONNX Runtime failed on a batch of {len(x)} on {self.provider} "
+                               f"({self.graph} graph): {exc}") from exc
         out: F32 = probs[:, 1]
         return out
+
+    def warm_up(self, rows: int) -> None:
+        """Run a 1-row and a ``rows``-row batch once: the first runs on a device pay for allocation
+        (staging buffer, device arena) and kernel setup; do that before the first real batch."""
+        t0 = time.perf_counter()
+        for n in sorted({1, max(1, rows)}):
+            self.score(np.zeros((n, N_FEATURES), np.float32))
+        self.warmup = {"rows": max(1, rows), "seconds": round(time.perf_counter() - t0, 4)}
 
     def describe(self) -> dict[str, Any]:
         """What the worker logs at start: how inference will actually run."""
         return {
             "provider": self.provider,
             "requested": self.requested,
+            "graph": self.graph,
+            "graph_requested": self.graph_requested,
+            "graph_note": self.graph_note,
+            "model": str(self.model_path),
+            "io_binding": self._binder.describe() if self._binder is not None else False,
+            "warmup": self.warmup,
             "available_providers": self.available,
             "session_providers": self.session.get_providers(),
             "intra_op_threads": self.intra_op_threads,
             "inter_op_threads": self.inter_op_threads,
             "cpu_fallback_nodes": self.cpu_fallback_nodes,
             "placement": self.placement,
+            "placement_source": self.placement_source,
             "opsets": self.opsets,
             "input": {"name": self.input_name, "shape": self.input_shape},
             "output": self.output_name,
             "onnxruntime": ort.__version__,
         }
+
+
+class _Binder:
+    """IO binding for one session: rows staged in a host buffer, output bound on the device.
+
+    The staging buffer is pinned (page-locked) host memory when the provider's EP device offers it
+    (ORT >= 1.23: ``OrtEpDevice.memory_info(HOST_ACCESSIBLE)``), else ordinary numpy memory; it
+    grows to the largest batch seen and is reused (``Scorer.score`` is called from one thread, and
+    ``run_with_iobinding`` returns only when the run, copies included, is done). The output is
+    bound on the provider's device without a buffer (batches vary in size): ORT allocates it there
+    (from its arena) each run, and it is copied to the host once.
+    """
+
+    def __init__(self, session: ort.InferenceSession, input_name: str, output_name: str, provider: str) -> None:
+        self.session, self.input_name, self.output_name, self.provider = session, input_name, output_name, provider
+        self.device = "cuda" if provider in GPU_PROVIDERS else "cpu"
+        self.binding = session.io_binding()
+        self.buffer: F32 = np.empty((0, N_FEATURES), np.float32)
+        self._owner: object = None  # keeps pinned memory alive while ``buffer`` views it
+        self.pinned = False
+        self.pinned_error = ""
+
+    def _grow(self, rows: int) -> None:
+        rows = max(rows, 2 * len(self.buffer), 64)
+        if self.device != "cpu":
+            try:
+                owner, view = _pinned_rows(self.provider, rows)
+                self.buffer, self._owner, self.pinned = view, owner, True
+                return
+            except Exception as exc:  # no EP device / memory info: ordinary memory still works
+                self.pinned_error = f"{type(exc).__name__}: {exc}"
+        self.buffer, self._owner, self.pinned = np.empty((rows, N_FEATURES), np.float32), None, False
+
+    def run(self, x: F32) -> F32:
+        n = len(x)
+        if n > len(self.buffer):
+            self._grow(n)
+        staged = self.buffer[:n]
+        staged[...] = x
+        self.binding.bind_input(self.input_name, "cpu", 0, np.float32, [n, N_FEATURES], staged.ctypes.data)
+        # Re-bound every run: a bound output keeps the previous run's (allocated, shaped) value, and
+        # a batch of another size would then fail; re-binding hands ORT an unallocated one again.
+        self.binding.bind_output(self.output_name, self.device, 0)
+        self.session.run_with_iobinding(self.binding)
+        (probs,) = self.binding.copy_outputs_to_cpu()
+        out: F32 = np.asarray(probs, dtype=np.float32)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"output_device": self.device, "staging_rows": len(self.buffer),
+                "host_buffer": "pinned" if self.pinned else "pageable",
+                **({"pinned_error": self.pinned_error} if self.pinned_error else {})}
+
+
+def _pinned_rows(provider: str, rows: int) -> tuple[object, F32]:
+    """A [rows, N_FEATURES] float32 array in the provider's pinned host memory, and its owner."""
+    for dev in ort.get_ep_devices():
+        if dev.ep_name != provider and not (provider == TENSORRT and dev.ep_name == CUDA):
+            continue
+        info = dev.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+        if info is None:
+            continue
+        value = ort.OrtValue.ortvalue_from_shape_and_type([rows, N_FEATURES], np.float32, memory_info=info)
+        ptr = ctypes.cast(int(value.data_ptr()), ctypes.POINTER(ctypes.c_float))
+        view: F32 = np.ctypeslib.as_array(ptr, shape=(rows, N_FEATURES))
+        return value, view
+    raise LookupError(f"ONNX Runtime exposes no pinned host memory for {provider}")
 
 
 def _load(path: Path) -> tuple[bytes, onnx.ModelProto]:

@@ -19,6 +19,17 @@ from schemas.validate import Reject, Tx
 Partial = tuple[int, dict[str, int]]  # (day, {terminal_id: count})
 
 
+def closing_through(max_ts: int, lateness_ms: int, closed_through: int | None, idle_through: int | None) -> int | None:
+    """The last day to close now: the one before the watermark's (newest event time less the lateness),
+    or ``idle_through`` for a quiet partition when that is later; None when no new day closes."""
+    through = (max_ts - lateness_ms) // DAY_MS - 1 if max_ts >= 0 else None
+    if idle_through is not None and (through is None or idle_through > through):
+        through = idle_through
+    if through is None or (closed_through is not None and through <= closed_through):
+        return None
+    return through
+
+
 class TxPartition:
     def __init__(self, partition: int, lateness_ms: int) -> None:
         self.partition = partition
@@ -41,6 +52,10 @@ class TxPartition:
         if self.max_ts >= 0 and tx.ts < self.max_ts - self.lateness_ms:
             return Reject("late", f"ts {tx.ts} is {(self.max_ts - tx.ts) / 1000:.0f}s behind this partition's "
                                   f"newest event; allowed lateness {self.lateness_ms / 1000:.0f}s")
+        if self.closed_through is not None and tx.ts // DAY_MS <= self.closed_through:
+            # Only after an idle close (else the check above caught it): the day's counts are final.
+            return Reject("late", f"ts {tx.ts} falls on day {tx.ts // DAY_MS}, which this partition closed "
+                                  f"(through day {self.closed_through}) while it was idle")
         history = self.customers.get(tx.customer_id)
         if history is None:
             history = self.customers[tx.customer_id] = CustomerHistory()
@@ -63,12 +78,11 @@ class TxPartition:
         a transaction may wait for terminal finality while later ones of its customer are admitted.)"""
         self.customers[tx.customer_id].evict_before(tx.ts - CUSTOMER_HORIZON_MS - self.lateness_ms)
 
-    def close_days(self) -> list[Partial]:
-        """Close the days the watermark has passed; return their counts (to publish), oldest first."""
-        if self.max_ts < 0:
-            return []
-        through = (self.max_ts - self.lateness_ms) // DAY_MS - 1
-        if self.closed_through is not None and through <= self.closed_through:
+    def close_days(self, idle_through: int | None = None) -> list[Partial]:
+        """Close the days the watermark has passed — or, for a caught-up partition that has gone
+        quiet, the days through ``idle_through`` — and return their counts (to publish), oldest first."""
+        through = closing_through(self.max_ts, self.lateness_ms, self.closed_through, idle_through)
+        if through is None:
             return []
         self.closed_through = through
         done = sorted(d for d in self.open_days if d <= through)
@@ -104,10 +118,8 @@ class LabelPartition:
 
     def close_days(self, idle_through: int | None = None) -> list[Partial]:
         """Close the days the label watermark (or, when idle, ``idle_through``) has passed."""
-        through = (self.max_ts - self.lateness_ms) // DAY_MS - 1 if self.max_ts >= 0 else None
-        if idle_through is not None and (through is None or idle_through > through):
-            through = idle_through
-        if through is None or (self.closed_through is not None and through <= self.closed_through):
+        through = closing_through(self.max_ts, self.lateness_ms, self.closed_through, idle_through)
+        if through is None:
             return []
         self.closed_through = through
         done = sorted(d for d in self.frauds if d <= through)

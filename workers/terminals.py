@@ -34,9 +34,11 @@ def watermark_key(kind: str, partition: int) -> bytes:
 class TerminalTable:
     """Final and pending day buckets per terminal: ``terminal -> day -> [transactions, frauds]``.
 
-    ``forget_before(day)`` drops older days; the runner calls it with a bound below every window its
-    queued and future transactions can read (a queue may hold transactions many days older than
-    the final day while it waits: the bound comes from the queues, not from finality).
+    Nothing is ever dropped: after a restart or a rebalance, a partition is re-scored from its last
+    committed offset, which can be many event days behind the watermarks its previous owner had
+    already published (admission runs ahead of commits by up to the backpressure bound), so no
+    bound derived from finality is safe. (Trimming below the final day broke scores after a kill -9
+    in the fault suite.) Memory grows with terminals x days: ~100 bytes per pair.
     """
 
     def __init__(self, tx_partitions: int, label_partitions: int) -> None:
@@ -46,7 +48,6 @@ class TerminalTable:
         self.tx_wm: dict[int, int] = {}
         self.label_wm: dict[int, int] = {}
         self._days: dict[str, dict[int, list[int]]] = {}
-        self._evicted_before: int | None = None
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         parts = key.decode().split("/")
@@ -57,8 +58,6 @@ class TerminalTable:
         if parts[0] not in (TX, LAB) or len(parts) != 3:
             return
         kind, p, day = parts[0], int(parts[1]), int(parts[2])
-        if self._evicted_before is not None and day < self._evicted_before:
-            return  # a re-published old day no window reads any more
         col = 0 if kind == TX else 1
         days = self._days
         for terminal, n in self._partials.pop((kind, p, day), {}).items():
@@ -73,19 +72,6 @@ class TerminalTable:
                 cell = cells[day] = [0, 0]
             cell[col] += n
         self._partials[(kind, p, day)] = new
-
-    def forget_before(self, cut: int) -> None:
-        """Drop every day before ``cut``; records for those days that arrive later are ignored."""
-        if self._evicted_before is not None and cut <= self._evicted_before:
-            return
-        self._evicted_before = cut
-        for kind, p, day in [k for k in self._partials if k[2] < cut]:
-            for terminal in self._partials.pop((kind, p, day)):
-                cells = self._days.get(terminal)
-                if cells is not None:
-                    cells.pop(day, None)
-                    if not cells:
-                        del self._days[terminal]
 
     def tx_final_through(self) -> int | None:
         if len(self.tx_wm) < self.tx_partitions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -58,7 +59,18 @@ def ensure_topics(s: Settings) -> dict[str, int]:
         for topic in missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
                 admin.create_topics([topic])
-        described = admin.describe_topics(list(specs))
-        return {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        # A topic created a moment ago can be described without partitions while its metadata
+        # propagates; a worker that took that for 0 partitions could never call a day final.
+        deadline = time.monotonic() + 15
+        while True:
+            described = admin.describe_topics(list(specs))
+            counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+            if all(counts.get(name) for name in specs):
+                return counts
+            if time.monotonic() >= deadline:
+                empty = sorted(name for name in specs if not counts.get(name))
+                raise ConfigError(f"Kafka at {s.bootstrap} describes no partitions for {', '.join(empty)} 15 s "
+                                  f"after creating them; check the broker's log")
+            time.sleep(0.2)
     finally:
         admin.close()

@@ -66,7 +66,7 @@ class Chaos:
         wid = f"chaos-w{self.n_started}"
         argv = [sys.executable, "-m", "workers", "--bootstrap", self.bootstrap, "--bundle", str(self.args.bundle),
                 "--group-id", self.group, "--worker-id", wid, "--data-dir", str(self.work / "faust"),
-                "--terminal-wait-s", "120"]
+                "--terminal-wait-s", "120", "--metrics-port", "0"]  # several workers on one host: no shared port
         for name, topic in self.topics.items():
             argv += [f"--topic-{name.replace('_', '-')}", topic]
         log = open(self.work / f"{wid}.log", "ab")  # noqa: SIM115 - lives as long as the worker

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -30,6 +30,8 @@ class Run:
     tmp: Path
     consumer: str = "direct"
     batch_size: int = 500
+    metrics_port: int = 0  # 0: no health/metrics server, so that workers on this host never share a port
+    extra: list[str] = field(default_factory=list)  # more worker flags
 
     def args(self) -> list[str]:
         t = self.topics
@@ -38,12 +40,14 @@ class Run:
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
                 "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
                 "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", str(self.batch_size),
-                "--terminal-wait-s", "60", "--consumer", self.consumer]
+                "--terminal-wait-s", "60", "--consumer", self.consumer, "--metrics-port", str(self.metrics_port),
+                *self.extra]
 
-    def start(self, worker_id: str) -> subprocess.Popen[bytes]:
+    def start(self, worker_id: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{worker_id}.log", "ab")  # noqa: SIM115 - closed with the process
         return subprocess.Popen([sys.executable, "-m", "workers", *self.args(), "--worker-id", worker_id],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def log(self, worker_id: str) -> str:
         return (self.tmp / f"{worker_id}.log").read_text(errors="replace")

@@ -40,13 +40,18 @@ MALFORMED: list[tuple[bytes | None, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("consumer", "batch_size"), [("direct", 500), ("agent", 500), ("direct", 50)])
+@pytest.mark.parametrize(("consumer", "batch_size", "graph"),
+                         [("direct", 500, "auto"), ("agent", 500, "auto"), ("direct", 50, "auto"),
+                          ("direct", 500, "tensor")])
 def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tuple[History, Labels],
-                                                           consumer: str, batch_size: int) -> None:
+                                                           consumer: str, batch_size: int, graph: str) -> None:
     # Batch 50: per-partition queues pass their limit while they wait for other partitions; only
     # per-partition pausing (not a global stop) keeps the lagging partitions flowing.
+    # Graph tensor: the tensorized (GPU) graph run on the CPU gives the offline (tree graph) scores.
     h, lab = history
     run.consumer, run.batch_size = consumer, batch_size
+    if graph != "auto":
+        run.extra = [*run.extra, "--graph", graph]
     worker = run.start("w1")
     try:
         stream = list(events(h, lab))
@@ -66,6 +71,7 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
         assert stop(worker) == 0, run.log("w1")[-3000:]
     ids = [str(s["tx_id"]) for s in scores]
     assert len(ids) == len(set(ids)) == n_tx, "every transaction scored exactly once"
+    assert f"graph {'tree' if graph == 'auto' else graph}" in run.log("w1")
     expected = expected_scores(h, lab, run.bundle)
     diff = max(abs(float(s["score"]) - expected[str(s["tx_id"])]) for s in scores)  # type: ignore[arg-type]
     assert diff <= 1e-5, f"worker vs offline score: max |diff| {diff}"

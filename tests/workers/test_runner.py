@@ -23,7 +23,7 @@ from workers.batch import Record
 from workers.config import Topics, parse
 from workers.runner import Runner
 from workers.state import TxPartition
-from workers.terminals import TX, TerminalTable, partial_key
+from workers.terminals import TerminalTable
 
 D0 = 17_700 * DAY_MS
 
@@ -179,23 +179,30 @@ def test_day_closures_of_all_partitions_go_in_two_sends_counts_before_watermarks
     assert sorted(closing[1]) == [b"txwm/0", b"txwm/1"]
 
 
-def test_a_flush_trims_the_terminal_table_only_below_what_any_transaction_can_still_read(tmp_path: Path) -> None:
-    runner, table, _ = make_runner(tmp_path, FakeScorer())
-    ts = D0 + 60 * DAY_MS
-    day = ts // DAY_MS
-    for d in range(day - 60, day):
-        table.apply(partial_key(TX, 0, d), orjson.dumps({"t1": 1}))
-    final = day - FEEDBACK_DELAY_DAYS - 1
-    finalize(table, final)
+def test_a_quiet_caught_up_partition_is_closed_up_to_the_others_so_their_transactions_are_scored(
+        tmp_path: Path) -> None:
+    runner, table, pub = make_runner(tmp_path, FakeScorer())
+    del runner.states[1]  # partition 1 has had no record at all since it was assigned
+    ts = D0 + 20 * DAY_MS
+    needed = ts // DAY_MS - FEEDBACK_DELAY_DAYS - 1
+    table.label_wm.update({0: needed})
 
-    async def go() -> None:
-        # Partition 0 has already seen day + 1, partition 1 this transaction at the final day:
-        await runner.admit([rec(1, 0, ts, "a")])
-        await runner.flush()
+    async def go() -> tuple[list[Record], int, list[Record]]:
+        await runner.admit([rec(0, 0, ts, "a"), rec(0, 1, ts + 2 * DAY_MS, "b")])  # partition 0 closes days
+        before = await runner.flush()  # partition 1 never closed anything: nothing is final
+        moved = await runner.close_idle({1})
+        return before, moved, await runner.flush()
 
-    asyncio.run(go())
-    assert runner.pending_count() == 0
-    # A transaction on the final day (or a lateness earlier) reads back to final - 8 - 29: kept; older: gone.
-    oldest_read = final - FEEDBACK_DELAY_DAYS - 1 - 29
-    assert table.lookup("t1", oldest_read, day) == (day - oldest_read, 0)
-    assert table.lookup("t1", day - 60, oldest_read - 3) == (0, 0)
+    before, moved, after = asyncio.run(go())
+    assert before == [] and moved == 1
+    assert table.tx_wm[1] == table.tx_wm[0] == ts // DAY_MS and table.final_through() == needed
+    assert [r.offset for r in after] == [0]  # "a" is scored; "b" needs a later day
+    assert [orjson.loads(v)["tx_id"] for t, _, v, _ in pub.sent if t == Topics().scores] == ["a"]
+    # A transaction that turns up later on the idle partition, for a day it closed, is late.
+    late = TxPartition(1, runner.s.lateness_ms)
+    late.close_days(idle_through=ts // DAY_MS)
+    from schemas.validate import Tx
+
+    got = late.admit(Tx("x", ts, "c9", "t9", 100), 0)
+    assert not isinstance(got, bool) and got.reason == "late"
+    assert late.admit(Tx("y", ts + DAY_MS, "c9", "t9", 100), 1) is True

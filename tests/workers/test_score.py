@@ -160,3 +160,115 @@ def test_runtime_failure_is_a_retriable_scoring_error(model_path: Path, monkeypa
         scorer.score(np.zeros((4, N_FEATURES), np.float32))
     assert err.value.retriable is True
     assert isinstance(err.value.__cause__, Fail)
+
+
+# --- the tensorized graph (issue 8): a second graph of the same model, chosen by ``graph`` ---
+
+
+@pytest.fixture(scope="module")
+def tensor_path(booster: lgb.Booster, model_path: Path) -> Path:
+    from trainer.export import to_tensor_onnx
+
+    path = model_path.parent / "model_tensor.onnx"
+    onnx.save(to_tensor_onnx(booster), str(path))
+    return path
+
+
+def _rows(booster: lgb.Booster, n: int = 700, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    x[::13, 0] = np.nan
+    x[::11, 1] = 0.0
+    return np.vstack([x, edge_rows(booster, x, rng)]).astype(np.float32)
+
+
+def test_tensor_graph_on_cpu_scores_like_the_tree_graph(booster: lgb.Booster, model_path: Path,
+                                                          tensor_path: Path) -> None:
+    x = _rows(booster)
+    tree = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph="tree")
+    tensor = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph="tensor")
+    assert (tree.graph, tensor.graph) == ("tree", "tensor")
+    assert tensor.model_path == tensor_path and tree.model_path == model_path
+    got = tensor.score(x)
+    assert got.dtype == np.float32 and got.shape == (len(x),)
+    np.testing.assert_allclose(got, tree.score(x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, booster.predict(x), rtol=0, atol=1e-5)
+    assert tensor.cpu_fallback_nodes == [] and tensor.opsets == {"ai.onnx": 17}
+    d = tensor.describe()
+    assert d["graph"] == "tensor" and d["graph_requested"] == "tensor" and d["model"].endswith("model_tensor.onnx")
+    json.dumps(d)
+
+
+def test_auto_graph_follows_the_provider_that_loaded(model_path: Path, tensor_path: Path, cuda_loads: bool) -> None:
+    on_cpu = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph="auto")
+    assert on_cpu.graph == "tree" and on_cpu.model_path == model_path and on_cpu.io_binding is False
+    auto = Scorer(model_path, provider="auto", tensor_path=tensor_path, graph="auto")
+    if cuda_loads:  # pragma: no cover - needs a GPU
+        assert auto.provider == CUDA and auto.graph == "tensor" and auto.io_binding is True
+    else:
+        assert auto.provider == CPU and auto.graph == "tree"
+
+
+def test_tensor_graph_requested_from_a_bundle_without_one_is_refused(model_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        Scorer(model_path, provider="cpu", graph="tensor")
+    msg = str(err.value)
+    assert "--graph tensor" in msg and "model_tensor.onnx" in msg and "python -m trainer export" in msg
+    assert "--graph auto" in msg or "--graph tree" in msg
+    # auto and tree need no tensor graph
+    assert Scorer(model_path, provider="cpu", graph="auto").graph == "tree"
+
+
+def test_unknown_graph_is_refused(model_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown graph 'gpu'"):
+        Scorer(model_path, provider="cpu", graph="gpu")
+
+
+@pytest.mark.parametrize("graph", ["tree", "tensor"])
+def test_io_binding_on_cpu_equals_the_plain_run(booster: lgb.Booster, model_path: Path, tensor_path: Path,
+                                                graph: str) -> None:
+    x = _rows(booster)
+    plain = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph=graph)
+    bound = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph=graph, io_binding=True)
+    assert plain.io_binding is False and bound.io_binding is True
+    # Sizes that grow the staging buffer, shrink below it and grow again: a bound output keeps the
+    # previous run's shape unless it is re-bound, so a smaller batch after a larger one must work.
+    # Each call gets other rows (a fresh permutation), so a staging buffer left stale would show.
+    rng = np.random.default_rng(0)
+    for n in (len(x), 1, 17, 64, 65, len(x) // 2, len(x), 3):
+        rows = x[rng.permutation(len(x))[:n]]
+        expected = plain.score(rows)
+        np.testing.assert_array_equal(bound.score(rows), expected)
+    info = bound.describe()["io_binding"]
+    assert info["output_device"] == "cpu" and info["host_buffer"] == "pageable" and info["staging_rows"] >= len(x)
+
+
+def test_warm_up_scores_a_full_batch_before_the_first_real_one(model_path: Path, tensor_path: Path) -> None:
+    scorer = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph="tensor", io_binding=True)
+    scorer.warm_up(300)
+    assert scorer.warmup["rows"] == 300 and float(scorer.warmup["seconds"]) >= 0
+    assert scorer.describe()["io_binding"]["staging_rows"] >= 300
+
+
+def test_placement_is_the_sessions_own_record(model_path: Path, tensor_path: Path) -> None:
+    for graph in ("tree", "tensor"):
+        scorer = Scorer(model_path, provider="cpu", tensor_path=tensor_path, graph=graph)
+        assert scorer.placement_source == "session" and list(scorer.placement) == [CPU]
+        ops = {name.split(":")[0] for name in scorer.placement[CPU]}
+        assert ("TreeEnsembleClassifier" in ops) == (graph == "tree")
+        assert graph == "tree" or {"GatherElements", "Sigmoid"} <= ops
+
+
+def test_tensor_graph_on_cuda_runs_every_node_there(booster: lgb.Booster, model_path: Path, tensor_path: Path,
+                                                    cuda_loads: bool) -> None:
+    if not cuda_loads:  # this machine: no GPU; the forced provider is refused (see above)
+        with pytest.raises(ConfigError, match="--provider cuda"):
+            Scorer(model_path, provider="cuda", tensor_path=tensor_path, graph="tensor")
+        return
+    scorer = Scorer(model_path, provider="cuda", tensor_path=tensor_path, graph="tensor")  # pragma: no cover
+    assert scorer.provider == CUDA and scorer.graph == "tensor" and scorer.io_binding is True
+    assert scorer.cpu_fallback_nodes == [], scorer.cpu_fallback_nodes
+    scorer.warm_up(1000)
+    x = _rows(booster)
+    np.testing.assert_allclose(scorer.score(x), booster.predict(x), rtol=0, atol=1e-5)
+    assert scorer.describe()["io_binding"]["output_device"] == "cuda"

@@ -20,7 +20,7 @@ from schemas.bundle import Bundle
 def _worker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workers", "--bootstrap", "127.0.0.1:1", *args],
                           capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "FRAUDSTREAM_METRICS_PORT": "0", **(env or {})})  # 0: no port to collide
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -91,3 +91,40 @@ def test_help_lists_every_env_variable() -> None:
                 "FRAUDSTREAM_PROVIDER", "FRAUDSTREAM_THREADS", "FRAUDSTREAM_STATS_INTERVAL_S",
                 "FRAUDSTREAM_TOPIC_TRANSACTIONS", "FRAUDSTREAM_AUTO_OFFSET_RESET", "FRAUDSTREAM_SCORES"):
         assert env in text, env
+
+
+def test_metrics_port_in_use_names_the_flag(bundle: Bundle) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = _worker("--bundle", str(bundle.path), "--metrics-host", "127.0.0.1", "--metrics-port", str(port))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--metrics-port {port} on 127.0.0.1 is already in use" in done.stderr, done.stderr
+    done = _worker("--bundle", str(bundle.path), env={"FRAUDSTREAM_METRICS_PORT": "70000"})
+    assert done.returncode == 2 and "FRAUDSTREAM_METRICS_PORT" in done.stderr
+
+
+def test_graph_option(bundle: Bundle, tmp_path: Path) -> None:
+    from schemas.bundle import TENSOR_ONNX_FILE, seal
+    from workers.config import CPU_BATCH_SIZE, parse
+
+    s = parse(["--bundle", str(bundle.path)])
+    assert s.graph == "auto" and s.batch_size == CPU_BATCH_SIZE and s.batch_size_auto
+    s = parse(["--graph", "tensor", "--batch-size", "500"])
+    assert s.graph == "tensor" and s.batch_size == 500 and not s.batch_size_auto
+    done = _worker("--bundle", str(bundle.path), "--graph", "quantum")
+    assert done.returncode == 2 and "--graph 'quantum'" in done.stderr and "FRAUDSTREAM_GRAPH" in done.stderr
+    # A bundle written before issue 8 has no tensorized graph: --graph tensor says what to do.
+    old = _copy(bundle.path, tmp_path)
+    (old / TENSOR_ONNX_FILE).unlink()
+    manifest = json.loads((old / "model.json").read_text())
+    manifest.pop("tensor_onnx", None)
+    seal(old, manifest)
+    done = _worker("--bundle", str(old), env={"FRAUDSTREAM_GRAPH": "tensor"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "--graph tensor" in done.stderr and "model_tensor.onnx" in done.stderr and "trainer export" in done.stderr
+    helptext = subprocess.run([sys.executable, "-m", "workers", "--help"], capture_output=True, text=True, check=False)
+    assert "FRAUDSTREAM_GRAPH" in helptext.stdout

@@ -139,22 +139,3 @@ def test_table_windows_in_one_pass_equal_each_window_summed_on_its_own() -> None
     for t in ("t0", "t3", "t5", "nowhere"):
         for hi in (day0, day0 + 10, day0 + 44, day0 + 50):
             assert table.windows(t, hi) == ref.windows(t, hi), (t, hi)
-
-
-def test_table_forgets_the_days_before_a_cut_and_ignores_them_afterwards() -> None:
-    table = TerminalTable(tx_partitions=1, label_partitions=1)
-    day0 = D0 // DAY_MS
-    for day in range(day0, day0 + 60):
-        table.apply(partial_key(TX, 0, day), orjson.dumps({"t1": 1}))
-        table.apply(partial_key(LAB, 0, day), orjson.dumps({"t1": 1}))
-    table.apply(watermark_key(TXWM, 0), orjson.dumps(day0 + 59))
-    table.apply(watermark_key(LABWM, 0), orjson.dumps(day0 + 59))
-    assert table.lookup("t1", day0, day0 + 59) == (60, 60)  # finality alone forgets nothing
-    table.forget_before(day0 + 20)
-    assert table.lookup("t1", day0, day0 + 59) == (40, 40)
-    assert table.windows("t1", day0 + 59) == [(1, 1), (7, 7), (30, 30)]
-    table.forget_before(day0 + 10)  # a cut never moves back
-    assert table.lookup("t1", day0, day0 + 59) == (40, 40)
-    # A late re-publication of a forgotten day is ignored.
-    table.apply(partial_key(TX, 0, day0), orjson.dumps({"t1": 5}))
-    assert table.lookup("t1", day0, day0) == (0, 0)

@@ -1,0 +1,154 @@
+"""The worker's Prometheus metrics, in a registry of their own (never the process-global one).
+
+The names are a contract (the Grafana dashboard queries them):
+
+- ``fraudstream_records_consumed_total``: records read from the transactions topic
+- ``fraudstream_scored_total``: transactions scored and published
+- ``fraudstream_flagged_total``: flags published
+- ``fraudstream_dead_letters_total{reason}``: dead letters, by the category of the reason code
+  (the part before ':', e.g. ``missing_field`` for ``missing_field:amount``)
+- ``fraudstream_batch_size``: histogram of rows per ONNX Runtime call
+- ``fraudstream_latency_seconds``: histogram, per scored transaction, of the broker's
+  acknowledgement of its output minus the input record's Kafka timestamp
+- ``fraudstream_inference_seconds``: histogram of the run time of each ONNX Runtime call
+- ``fraudstream_consumer_lag{partition}``: end offset minus processed position of each assigned
+  transactions partition (sampled by the watchdog, every ``--watchdog-interval-s``)
+- ``fraudstream_assigned_partitions``, ``fraudstream_stalled_partitions``: from the same sample
+- ``fraudstream_ready``: 1 when ``/readyz`` answers 200, read at scrape time
+- ``fraudstream_model_info{model_version,feature_version,provider,graph}`` = 1
+
+Hot path: counters move once per batch (``inc(n)``), batch size and inference time are one
+``observe`` per ONNX Runtime call, and the per-transaction latencies of a batch are bucketed with
+numpy in one step (``BatchHistogram``): prometheus_client's ``Histogram.observe`` takes a lock
+and walks the buckets in Python for every value, about a microsecond each.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString as _go_float
+
+BATCH_BUCKETS = tuple(float(2**i) for i in range(17))  # 1 .. 65536 rows
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+floatToGoString = cast(Callable[[float], str], _go_float)  # the le labels prometheus_client's Histogram writes
+
+NAMES = (
+    "fraudstream_records_consumed_total", "fraudstream_scored_total", "fraudstream_flagged_total",
+    "fraudstream_dead_letters_total", "fraudstream_batch_size", "fraudstream_latency_seconds",
+    "fraudstream_inference_seconds", "fraudstream_consumer_lag", "fraudstream_assigned_partitions",
+    "fraudstream_stalled_partitions", "fraudstream_ready", "fraudstream_model_info",
+)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram (no labels) that records a whole array of values in one numpy step.
+
+    Bucket semantics are Prometheus's: a value lands in the first bucket whose upper bound is >= it
+    (``le``), the rest in +Inf. Not thread-safe: observe and collect on one event loop.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float],
+                 registry: CollectorRegistry | None = None) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last slot is +Inf only
+        self.sum = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def observe_many(self, values: npt.NDArray[np.float64]) -> None:
+        if values.size == 0:
+            return
+        slots = np.searchsorted(self.bounds, values, side="left")
+        self.counts += np.bincount(slots, minlength=self.counts.size)
+        self.sum += float(values.sum())
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = np.cumsum(self.counts).tolist()
+        buckets = [(floatToGoString(b), float(c)) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.consumed = Counter("fraudstream_records_consumed", "records read from the transactions topic",
+                                registry=r)
+        self.scored = Counter("fraudstream_scored", "transactions scored and published", registry=r)
+        self.flagged = Counter("fraudstream_flagged", "fraud flags published", registry=r)
+        self.dead_letters = Counter("fraudstream_dead_letters", "records sent to the dead-letter topic, by reason "
+                                    "category (the reason code before ':')", ["reason"], registry=r)
+        self.batch_size = Histogram("fraudstream_batch_size", "rows per ONNX Runtime call", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.latency = BatchHistogram("fraudstream_latency_seconds", "per scored transaction: broker "
+                                      "acknowledgement of its output minus the input record's Kafka timestamp",
+                                      LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("fraudstream_inference_seconds", "run time of each ONNX Runtime call",
+                                   buckets=INFERENCE_BUCKETS, registry=r)
+        self.lag = Gauge("fraudstream_consumer_lag", "end offset minus the worker's processed position, per "
+                         "assigned transactions partition (sampled by the watchdog)", ["partition"], registry=r)
+        self.assigned = Gauge("fraudstream_assigned_partitions", "transactions partitions assigned to this worker",
+                              registry=r)
+        self.stalled = Gauge("fraudstream_stalled_partitions", "assigned partitions the watchdog reports stalled",
+                             registry=r)
+        self.ready = Gauge("fraudstream_ready", "1 when /readyz answers 200", registry=r)
+        self.model_info = Gauge("fraudstream_model_info", "the model this worker scores with",
+                                ["model_version", "feature_version", "provider", "graph"], registry=r)
+        self._lag_partitions: set[int] = set()
+
+    # --- the hot path: once per batch -------------------------------------------------------------
+
+    def record_consumed(self, n: int) -> None:
+        self.consumed.inc(n)
+
+    def record_inference(self, rows: int, seconds: float) -> None:
+        self.batch_size.observe(rows)
+        self.inference.observe(seconds)
+
+    def record_outputs(self, scored: int, flagged: int, latency_ms: npt.NDArray[np.int64] | None,
+                       dead_reasons: Iterable[str]) -> None:
+        if scored:
+            self.scored.inc(scored)
+        if flagged:
+            self.flagged.inc(flagged)
+        if latency_ms is not None:
+            self.latency.observe_many(latency_ms / 1000.0)
+        for category, n in Tally(reason.split(":", 1)[0] for reason in dead_reasons).items():
+            self.dead_letters.labels(category).inc(n)
+
+    # --- state, set now and then ----------------------------------------------------------------
+
+    def set_model(self, model_version: str, feature_version: str, provider: str, graph: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(model_version, feature_version, provider, graph).set(1)
+
+    def set_ready_function(self, ready: Callable[[], bool]) -> None:
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+
+    def set_partitions(self, lags: dict[int, int], stalled: int) -> None:
+        """One watchdog sample: lag per assigned partition (series of unassigned ones removed)."""
+        for p in self._lag_partitions - set(lags):
+            self.lag.remove(str(p))
+        for p, lag in lags.items():
+            self.lag.labels(str(p)).set(lag)
+        self._lag_partitions = set(lags)
+        self.assigned.set(len(lags))
+        self.stalled.set(stalled)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
