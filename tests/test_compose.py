@@ -1,17 +1,380 @@
-"""docker-compose.yml is valid (no engine needed: `docker-compose config` only parses)."""
+"""docker-compose.yml, the Prometheus config and the Grafana provisioning: valid and consistent.
+
+No Docker engine is needed: Debian's ``docker-compose`` (1.29) parses, interpolates and validates
+the file against the Compose schema with ``config`` and never contacts an engine. 1.29 knows
+profiles (``--profile``) but its ``config`` prints every service whatever the profiles, so the
+profile membership is checked on the ``profiles`` keys it prints. What a schema cannot see is
+checked here: images and builds, dependencies, the GPU reservation, that every FRAUDSTREAM_*
+variable a service sets is one its command reads, that Prometheus finds the (scaled) workers, and
+that the dashboard queries only the metrics the workers export (``workers.metrics``), all of them.
+
+Helpers without a ``test_`` prefix are imported by ``tests/test_image.py``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "ops" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "ops" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
+
+SERVICES = {"kafka", "topic-init", "trainer", "worker", "worker-gpu", "loadgen", "prometheus", "grafana"}
+PROFILES = {"loadgen": ["load"], "worker-gpu": ["gpu"]}
+WORKERS = ("worker", "worker-gpu")
+ONE_SHOT = ("topic-init", "trainer")
+METRICS_PORT = 9400
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def test_compose_file_validates(repo_root: Path) -> None:
+def compose_env() -> dict[str, str]:
+    """The environment without this machine's settings, so ``config`` shows the file's defaults."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("FRAUDSTREAM_", "GRAFANA_", "COMPOSE_", "KAFKA_"))}
+
+
+def run_compose_config(*profiles: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is required for this test (Debian package docker-compose; .ci/run installs it)"
-    done = subprocess.run([exe, "-f", str(repo_root / "docker-compose.yml"), "config"],
-                          capture_output=True, text=True, check=False)
+    args = [exe, "--project-directory", str(ROOT), "-f", str(COMPOSE)]
+    for p in profiles:
+        args += ["--profile", p]
+    return subprocess.run([*args, "config"], capture_output=True, text=True, check=False, env=compose_env(),
+                          timeout=120)
+
+
+@cache
+def compose_config() -> dict[str, Any]:
+    """``docker-compose config`` output (interpolated with the defaults, anchors merged), parsed."""
+    done = run_compose_config("load", "gpu")
     assert done.returncode == 0, done.stderr
-    assert "apache/kafka" in done.stdout
-    assert "KAFKA_PROCESS_ROLES: broker,controller" in done.stdout
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def services() -> dict[str, dict[str, Any]]:
+    svc: dict[str, dict[str, Any]] = compose_config()["services"]
+    return svc
+
+
+def built_services() -> list[str]:
+    """Services that run the project's image (they have a build section)."""
+    return sorted(name for name, s in services().items() if "build" in s)
+
+
+def service_argv(name: str) -> list[str]:
+    """What the container runs: compose's entrypoint + command (the image has no ENTRYPOINT)."""
+    s = services()[name]
+    entry, command = s.get("entrypoint") or [], s.get("command") or []
+    assert isinstance(entry, list) and isinstance(command, list), f"{name}: use the exec (list) form"
+    return [*entry, *command]
+
+
+def healthcheck_argv(name: str) -> list[str] | None:
+    test = services()[name].get("healthcheck", {}).get("test")
+    if not test:
+        return None
+    assert test[0] == "CMD", f"{name}: the project's healthchecks use the exec form (no shell in the argv)"
+    return list(test[1:])
+
+
+def dashboard() -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return d
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def dashboard_queries(d: dict[str, Any] | None = None) -> list[str]:
+    """Every PromQL expression in the dashboard: panel targets and template variable queries."""
+    d = dashboard() if d is None else d
+    out = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+    for var in d.get("templating", {}).get("list", []):
+        q = var.get("query")
+        out.append(q["query"] if isinstance(q, dict) else str(q or ""))
+        out.append(str(var.get("definition", "")))
+    return [q for q in out if q]
+
+
+def dashboard_metric_names(d: dict[str, Any] | None = None) -> set[str]:
+    """The series names the dashboard's queries select (``fraudstream_*``, suffixes included)."""
+    return {m for q in dashboard_queries(d) for m in re.findall(r"\bfraudstream_[a-z0-9_]+", q)}
+
+
+def exported_sample_names() -> dict[str, str]:
+    """sample name -> metric family, for every metric a worker exports (its registry, not a copy)."""
+    from workers.metrics import Metrics
+
+    suffixes = {"counter": ("_total",), "histogram": HISTOGRAM_SUFFIXES, "gauge": ("",), "info": ("_info",)}
+    out: dict[str, str] = {}
+    for family in Metrics().registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            out[family.name + suffix] = family.name + ("_total" if family.type == "counter" else "")
+    return out
+
+
+def help_env_names(argv: list[str]) -> set[str]:
+    """The FRAUDSTREAM_* variables ``argv --help`` documents, run with this interpreter."""
+    assert argv[:2] == ["python", "-m"], argv
+    done = subprocess.run([sys.executable, *argv[1:], "--help"], capture_output=True, text=True, cwd=ROOT,
+                          env=compose_env(), timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return set(re.findall(r"\benv\s+(FRAUDSTREAM_[A-Z0-9_]+)", done.stdout))
+
+
+# --- the compose file ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profiles", [(), ("load",), ("gpu",), ("load", "gpu")], ids=lambda p: "+".join(p) or "none")
+def test_compose_file_validates(profiles: tuple[str, ...]) -> None:
+    done = run_compose_config(*profiles)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert set(config["services"]) == SERVICES
+    assert config["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_profiles() -> None:
+    for name, s in services().items():
+        assert s.get("profiles", []) == PROFILES.get(name, []), name
+
+
+def test_images_and_builds() -> None:
+    for name, s in services().items():
+        image = s.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag, not {image!r}"
+        if "build" in s:
+            build = s["build"]
+            assert Path(build["context"]).resolve() == ROOT, name
+            assert (ROOT / build.get("dockerfile", "Dockerfile")).is_file(), name
+            variant = build["args"]["VARIANT"]
+            assert variant in ("cpu", "gpu") and image.endswith(f":{variant}"), f"{name}: {image} vs {variant}"
+        else:
+            assert name in ("kafka", "prometheus", "grafana"), f"{name}: not built from this repo?"
+    assert services()["kafka"]["image"].startswith("apache/kafka:")
+    assert set(built_services()) == SERVICES - {"kafka", "prometheus", "grafana"}
+    # One image per variant: the services that share a tag build it with the same arguments.
+    builds: dict[str, Any] = {}
+    for name in built_services():
+        s = services()[name]
+        assert builds.setdefault(s["image"], s["build"]) == s["build"], f"{name}: {s['image']} built differently"
+
+
+def test_commands_are_the_projects() -> None:
+    expected = {"topic-init": "ops.docker.init_topics", "trainer": "ops.docker.train", "worker": "workers",
+                "worker-gpu": "workers", "loadgen": "ops.loadgen"}
+    for name in built_services():
+        argv = service_argv(name)
+        assert argv == ["python", "-m", expected[name]], f"{name}: {argv}"
+
+
+def test_workers_scale() -> None:
+    """No fixed name or host port, a health check, the metrics port, ordered after the one-shot jobs."""
+    for name in WORKERS:
+        s = services()[name]
+        assert "container_name" not in s and "ports" not in s, f"{name} would not scale"
+        assert s["environment"]["FRAUDSTREAM_METRICS_PORT"] == str(METRICS_PORT)
+        assert str(METRICS_PORT) in [str(p) for p in s["expose"]]
+        assert healthcheck_argv(name) == ["python", "-m", "ops.docker.healthcheck", "--path", "/healthz"]
+        deps = s["depends_on"]
+        assert deps["kafka"]["condition"] == "service_healthy"
+        for job in ONE_SHOT:
+            assert deps[job]["condition"] == "service_completed_successfully", f"{name} -> {job}"
+        assert s["environment"]["FRAUDSTREAM_BOOTSTRAP"] == "kafka:19092"
+        assert "bundles:/bundles:ro" in [_volume(v) for v in s["volumes"]]
+    assert services()["worker"]["environment"]["FRAUDSTREAM_PROVIDER"] == "cpu"
+    for job in ONE_SHOT:
+        assert services()[job].get("restart", "no") == "no", f"{job} is a one-shot job"
+    kafka_env = services()["kafka"]["environment"]
+    assert "PLAINTEXT://kafka:19092" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "CMD-SHELL" in services()["kafka"]["healthcheck"]["test"]
+
+
+def _volume(v: Any) -> str:
+    """``source:target[:ro]`` of a short or long volume entry (1.29 prints ``:rw`` for the default)."""
+    if isinstance(v, str):
+        return v.removesuffix(":rw")
+    return f"{v['source']}:{v['target']}" + (":ro" if v.get("read_only") else "")
+
+
+def test_gpu_profile_reserves_a_gpu() -> None:
+    gpu = services()["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices), devices
+    assert gpu["environment"]["FRAUDSTREAM_PROVIDER"] == "cuda"
+    assert gpu["build"]["args"]["VARIANT"] == "gpu"
+    assert "deploy" not in services()["worker"], "the CPU worker reserves no GPU"
+
+
+def test_trainer_is_quick_by_default() -> None:
+    from trainer.cli import QUICK
+
+    trainer = services()["trainer"]
+    env = trainer["environment"]
+    assert (int(env["FRAUDSTREAM_SIM_CUSTOMERS"]), int(env["FRAUDSTREAM_SIM_TERMINALS"]),
+            int(env["FRAUDSTREAM_SIM_DAYS"])) == (QUICK.customers, QUICK.terminals, QUICK.days)
+    assert env["FRAUDSTREAM_FOLDS"] == "0"
+    assert env["FRAUDSTREAM_RETRAIN"] == "false", "a scale-out must not retrain"
+    # Where the trainer writes is where the workers read: the same named volume.
+    assert "bundles:/bundles" in [_volume(v) for v in trainer["volumes"]]
+    bundles = env["FRAUDSTREAM_BUNDLES"]
+    for name in WORKERS:
+        assert Path(services()[name]["environment"]["FRAUDSTREAM_BUNDLE"]).parent == Path(bundles)
+    assert "bundles" in compose_config()["volumes"]
+
+
+def test_environment_is_read_by_the_commands() -> None:
+    """Every FRAUDSTREAM_* variable a service sets is one its command documents in --help."""
+    for name in built_services():
+        known = help_env_names(service_argv(name))
+        check = healthcheck_argv(name)
+        if check:
+            known |= help_env_names(check)
+        unknown = {k for k in services()[name]["environment"] if k.startswith("FRAUDSTREAM_")} - known
+        assert not unknown, f"{name} sets variables its command does not read: {sorted(unknown)}"
+
+
+# --- Prometheus and Grafana ------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_worker() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["global"]["scrape_interval"]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    sd = jobs["fraudstream-worker"]["dns_sd_configs"]
+    names = {n for entry in sd for n in entry["names"]}
+    assert all(entry["port"] == METRICS_PORT and entry.get("type", "SRV") == "A" for entry in sd)
+    assert jobs["fraudstream-worker"].get("metrics_path", "/metrics") == "/metrics"
+    # Each worker service answers to one of those DNS names (a network alias), however many replicas.
+    for name in WORKERS:
+        aliases = set(services()[name]["networks"]["default"]["aliases"]) | {name}
+        assert aliases & names, f"Prometheus does not resolve {name}"
+    flags = dict(a.split("=", 1) for a in services()["prometheus"]["command"])
+    assert _bind_mounts("prometheus")[flags["--config.file"]] == PROMETHEUS
+
+
+def _bind_mounts(name: str) -> dict[str, Path]:
+    """container path -> host path of a service's bind mounts."""
+    out = {}
+    for v in services()[name]["volumes"]:
+        source, target = _volume(v).split(":")[:2]
+        if source.startswith("/"):
+            out[target] = Path(source).resolve()
+    return out
+
+
+def test_grafana_provisioning() -> None:
+    mounts = _bind_mounts("grafana")
+    assert mounts["/etc/grafana/provisioning"] == GRAFANA / "provisioning"
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (ds,) = datasources["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    assert "prometheus" in services() and any("9090" in str(p) for p in services()["prometheus"]["ports"])
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "fraudstream.yml").read_text())
+    (provider,) = providers["providers"]
+    path = provider["options"]["path"]
+    assert mounts[path] == DASHBOARD.parent
+    home = services()["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mounts[str(Path(home).parent)] / Path(home).name == DASHBOARD
+    # Every panel and query uses the provisioned datasource.
+    for node in _walk(dashboard()):
+        if isinstance(node.get("datasource"), dict):
+            assert node["datasource"] == {"type": "prometheus", "uid": ds["uid"]}, node.get("title")
+
+
+def test_dashboard_parses_and_lays_out() -> None:
+    d = dashboard()
+    assert d["uid"] == "fraudstream" and d["panels"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{p['title']} overlaps another panel"
+        cells |= mine
+        for t in p.get("targets", []):
+            assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
+
+
+def test_dashboard_queries_only_the_workers_metrics() -> None:
+    """The metric contract: ``workers.metrics.NAMES`` is the list; the dashboard uses each, and only those."""
+    from workers.metrics import NAMES
+
+    exported = exported_sample_names()
+    assert set(exported.values()) == set(NAMES), "workers.metrics.NAMES and its registry disagree"
+    used = dashboard_metric_names()
+    unknown = used - set(exported)
+    assert not unknown, f"the dashboard queries metrics no worker exports: {sorted(unknown)}"
+    unused = set(NAMES) - {exported[m] for m in used}
+    assert not unused, f"metrics the dashboard does not show: {sorted(unused)}"
+
+
+def test_dashboard_panels() -> None:
+    """The panels the issue asks for, by what they compute."""
+    queries = dashboard_queries()
+
+    def some(*parts: str) -> bool:
+        return any(all(p in q for p in parts) for q in queries)
+
+    assert some("rate(fraudstream_scored_total") and some("rate(fraudstream_records_consumed_total")
+    assert some("by (partition)", "fraudstream_consumer_lag")
+    for q in ("0.5", "0.95", "0.99"):
+        assert some(f"histogram_quantile({q},", "fraudstream_latency_seconds_bucket"), q
+    assert some("fraudstream_batch_size_sum", "fraudstream_batch_size_count")
+    assert some("by (reason)", "fraudstream_dead_letters_total")
+    assert some("rate(fraudstream_flagged_total")
+    assert some("fraudstream_ready") and some("fraudstream_stalled_partitions")
+    assert some("model_version", "provider", "graph", "fraudstream_model_info")
+
+
+def test_healthcheck_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers' compose healthcheck: 0 on 200, 1 on any other status or no answer; port from the env."""
+    import http.server
+    import threading
+
+    from ops.docker import healthcheck
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = str(server.server_address[1])
+        monkeypatch.setenv("FRAUDSTREAM_METRICS_PORT", port)
+        assert healthcheck.main([]) == 0
+        assert healthcheck.main(["--path", "/readyz"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert healthcheck.main(["--port", port, "--timeout", "2"]) == 1
