@@ -21,8 +21,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# make demo [SIZE=quick|book] [RATE=tx/s] [DURATION=s] [DEMO_ARGS="--reuse-bundle ..."]; see python -m ops.demo --help
 demo: $(STAMP)
-	$(PY) -m ops.demo
+	$(PY) -m ops.demo $(strip $(if $(SIZE),--size $(SIZE)) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) $(DEMO_ARGS))
 
 broker-start: $(STAMP)
 	$(PY) -m ops.kafka start

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def latency_cdf(per_load: Mapping[str, Sequence[float]], path: Path) -> None:
+def latency_cdf(per_load: Mapping[str, Sequence[float]], path: Path,
+                title: str = "latency CDF per offered load") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, values in per_load.items():
         v = np.sort(np.asarray(values, dtype=np.float64))
@@ -21,7 +22,7 @@ def latency_cdf(per_load: Mapping[str, Sequence[float]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency, ms (output ts - input ts)")
     ax.set_ylabel("fraction of transactions")
-    ax.set_title("latency CDF per offered load")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -29,13 +30,15 @@ def latency_cdf(per_load: Mapping[str, Sequence[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def throughput(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path) -> None:
+def throughput(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path,
+               title: str = "throughput over time (drain of the same input)",
+               xlabel: str = "seconds from the first output", ylabel: str = "outputs/s") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (t, rate) in series.items():
         ax.plot(t, rate, label=label)
-    ax.set_xlabel("seconds from the first output")
-    ax.set_ylabel("outputs/s")
-    ax.set_title("throughput over time (drain of the same input)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -50,12 +50,15 @@ def drain_rate(timestamps_ms: Sequence[int] | np.ndarray, trim: float = 0.0) -> 
     return (hi - lo) / span if span > 0 else float("inf")
 
 
-def timeline(timestamps_ms: Sequence[int] | np.ndarray, bucket_s: float = 0.5) -> tuple[list[float], list[float]]:
-    """(seconds from the first record, records/s) per bucket."""
+def timeline(timestamps_ms: Sequence[int] | np.ndarray, bucket_s: float = 0.5,
+             origin_ms: float | None = None) -> tuple[list[float], list[float]]:
+    """(seconds from ``origin_ms``, records/s) per bucket; the origin defaults to the first record.
+
+    A common origin puts several series (inputs and outputs of one run) on one time axis."""
     t = np.asarray(timestamps_ms, dtype=np.float64)
     if t.size == 0:
         return [], []
-    rel = (t - t.min()) / 1000
+    rel = (t - (t.min() if origin_ms is None else min(float(origin_ms), float(t.min())))) / 1000
     edges = np.arange(0, rel.max() + bucket_s, bucket_s)
     if edges.size < 2:
         edges = np.array([0.0, bucket_s])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -11,6 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKER_OUTPUTS = ("flags", "scores", "stats", "dlq", "terminal_days")
+
+
+# Run as ``python -c CODE <parent pid> <argv...>``: ask the kernel for SIGTERM when the parent dies
+# (PR_SET_PDEATHSIG survives exec), then become ``python <argv...>`` in the same process.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)  # the parent died before the request\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``[sys.executable, *rest]`` -> the same command, sent SIGTERM by the kernel if this process dies
+    (even by SIGKILL), so that no child outlives its driver. Linux only; elsewhere ``argv`` unchanged."""
+    if not sys.platform.startswith("linux") or not argv or argv[0] != sys.executable:
+        return argv
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv[1:]]
+
+
+@functools.cache
+def worker_supports(option: str) -> bool:
+    """Whether ``python -m workers`` has ``option`` (read from its parser, without starting a worker)."""
+    from workers.config import build_parser
+
+    return option in build_parser().format_help()
 
 
 @dataclass
@@ -24,20 +52,26 @@ class WorkerSet:
     batch_size: int = 1000
     max_wait_ms: float = 5.0
     partitions: int = 4
+    provider: str = "cpu"
+    stats_interval_s: float = 5.0
+    metrics_ports: list[int] = field(default_factory=list)  # per worker; none given: 0 (off) where supported
+    die_with_parent: bool = False  # the kernel stops the workers if this process dies (Linux)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def scores_topic(self) -> str:
         return f"{self.tag}-scores"
 
-    def args(self, worker_id: str) -> list[str]:
+    def args(self, worker_id: str, index: int = 0) -> list[str]:
         out = ["--bootstrap", self.bootstrap, "--bundle", str(self.bundle), "--group-id", f"{self.tag}-g",
                "--worker-id", worker_id, "--topic-transactions", self.tx_topic, "--topic-labels", self.label_topic,
                "--partitions", str(self.partitions), "--batch-size", str(self.batch_size),
                "--max-wait-ms", str(self.max_wait_ms), "--data-dir", str(self.logdir / "faust"),
-               "--stats-interval", "5", "--provider", "cpu"]
+               "--stats-interval", f"{self.stats_interval_s:g}", "--provider", self.provider]
         for name in WORKER_OUTPUTS:
             out += [f"--topic-{name.replace('_', '-')}", f"{self.tag}-{name}"]
+        if worker_supports("--metrics-port"):  # several workers on one host must not share the default port
+            out += ["--metrics-port", str(self.metrics_ports[index] if index < len(self.metrics_ports) else 0)]
         return out
 
     def log(self, i: int) -> Path:
@@ -46,8 +80,9 @@ class WorkerSet:
     def start(self, n: int) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
         for i in range(n):
+            argv = [sys.executable, "-m", "workers", *self.args(f"{self.tag}-w{i}", i)]
             with open(self.log(i), "ab") as log:
-                self.procs.append(subprocess.Popen([sys.executable, "-m", "workers", *self.args(f"{self.tag}-w{i}")],
+                self.procs.append(subprocess.Popen(die_with_parent(argv) if self.die_with_parent else argv,
                                                    stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}))
 

@@ -1,0 +1,1 @@
+"""``python -m ops.demo`` (``make demo``): broker, training, two workers, a minute of load, a report, all stopped."""

@@ -1,0 +1,387 @@
+"""The demo's steps: broker, bundle, topics, workers, warm-up, load, read back, report, stop.
+
+``Demo.run`` does the work; ``Demo.cleanup`` (always called, signals held off) stops what the
+demo started: the workers (SIGTERM, then SIGKILL after a grace period), the demo's topics on a
+broker it did not start (unless ``--keep-topics``), and the broker it did start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ops.bench import kafka_io
+from ops.bench.run import first_index_of_day, stage_latencies
+from ops.bench.stats import join_latency, percentiles
+from ops.bench.workers_run import WorkerSet, die_with_parent
+from ops.demo.report import Output, dead_letters, series, summarize, worker_facts, write
+from schemas.bundle import Bundle, load_bundle
+from schemas.errors import FraudstreamError
+from trainer.simulate import History, SimConfig, simulate
+
+if TYPE_CHECKING:
+    from ops.kafka import LocalBroker
+
+# What ``--size`` trains on and replays: ``trainer run --quick`` and ``trainer run`` (the book's run).
+SIZES = {"quick": SimConfig(customers=1000, terminals=2000, days=84), "book": SimConfig()}
+PARTITIONS = 4
+TOPICS = ("transactions", "labels", "scores", "flags", "dlq", "stats")  # the workers name theirs <prefix>-<name>
+REPORT_FILES = ("report.md", "report.json", "latency_cdf.png", "throughput.png")
+
+
+class DemoError(FraudstreamError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Demo:
+    a: argparse.Namespace
+    prefix: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:8]}")
+    broker: LocalBroker | None = None  # when the demo started one
+    bootstrap: str = ""
+    workers: WorkerSet | None = None
+    loadgen_proc: subprocess.Popen[bytes] | None = None
+    worker_pids: list[int] = field(default_factory=list)
+    topics_created: bool = False
+    started: float = field(default_factory=time.monotonic)
+    plot_data: tuple[list[float], dict[str, tuple[list[float], list[float]]]] = field(
+        default_factory=lambda: ([], {}))  # (load-phase latencies, throughput series), set by ``collect``
+
+    @property
+    def out(self) -> Path:
+        return Path(self.a.out).resolve()
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def log_files(self) -> list[str]:
+        files = [self.logs / "trainer.log"] if (self.logs / "trainer.log").exists() else []
+        if self.workers is not None:
+            files += [self.workers.log(i) for i in range(self.a.workers)]
+        if self.broker is not None:
+            files.append(self.broker.log)
+        return [str(p) for p in files]
+
+    # ---- the steps -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        a = self.a
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.logs, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+        for name in REPORT_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        self.start_broker()
+        bundle, source = self.get_bundle()
+        h, replay = self.replay_history()
+        warm_n = first_index_of_day(h, a.warmup_days) if a.warmup_days > 0 else 0
+        total = min(int(a.rate * a.duration) + 1, len(h) - warm_n)
+        tx, lab = self.topic("transactions"), self.topic("labels")
+        kafka_io.create_topics(self.bootstrap, [tx, lab], PARTITIONS)
+        self.topics_created = True
+        # As ops.bench: output timestamps are the broker's append times, so each score's produce round trip counts.
+        kafka_io.create_topics(self.bootstrap, [self.topic("scores")], PARTITIONS,
+                               {"message.timestamp.type": "LogAppendTime"})
+        self.start_workers(bundle, tx, lab)
+        ws = self.workers
+        assert ws is not None
+
+        warm: dict[str, Any] = {"transactions": warm_n, "days": a.warmup_days}
+        if warm_n:
+            log(f"warm-up: {warm_n:,} transactions of history ({a.warmup_days} days) and their labels, unpaced, "
+                "so that the load phase meets warm customer and terminal state")
+            t0 = time.monotonic()
+            s = self.loadgen(replay, 0, "--count", str(warm_n))
+            warm["labels"] = s["labels"]
+            got = kafka_io.wait_count(self.bootstrap, ws.scores_topic, warm_n, 120 + warm_n / 500, ws.alive)
+            if got < warm_n:
+                raise DemoError(f"the workers scored {got:,} of the {warm_n:,} warm-up transactions"
+                                f"{'' if ws.alive() else ' and one exited'}; worker logs:\n{ws.tail()}")
+            log(f"warm-up scored ({time.monotonic() - t0:.1f}s with the load generator's start)")
+        elif a.workers > 1:
+            time.sleep(3.0)  # let the group settle before the clock starts
+        log(f"load: {a.rate:,.0f} tx/s for {a.duration:g} s ({total:,} transactions) with labels at their "
+            "feedback delay")
+        cpu0, t0 = [cpu_seconds(pid) for pid in self.worker_pids], time.monotonic()
+        sent = self.loadgen(replay, warm_n, "--rate", f"{a.rate:g}", "--duration", f"{a.duration:g}")
+        wall = time.monotonic() - t0
+        cpu = [(c1 - c0) / wall for c0, c1 in zip(cpu0, [cpu_seconds(pid) for pid in self.worker_pids], strict=True)]
+        expect = warm_n + int(sent["transactions"])
+        got = kafka_io.wait_count(self.bootstrap, ws.scores_topic, expect, a.drain_timeout, ws.alive)
+        if got < expect:
+            log(f"only {got:,} of {expect:,} scores after {a.drain_timeout:g} s"
+                f"{'' if ws.alive() else ' (a worker exited)'}; reporting what came")
+        log("stopping the workers (SIGTERM)")
+        ws.stop()
+        log("reading the topics back")
+        facts = {"size": a.size, "rate": a.rate, "duration": a.duration, "workers": a.workers, "seed": a.seed,
+                 "warmup_days": a.warmup_days, "replay": {f.name: getattr(replay, f.name) for f in fields(replay)}}
+        r = self.collect(h, warm_n, int(sent["transactions"]), warm)
+        r["workers"]["cpu_load_phase"] = cpu  # CPU seconds per second of the load phase, per worker (1.0 = a core)
+        r.update(when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), config=facts, sent=sent,
+                 bundle={"path": str(bundle.path), "source": source, "model_version": bundle.model_version,
+                         "threshold": bundle.threshold},
+                 broker={"bootstrap": self.bootstrap, "kind": "reused" if self.broker is None else "started"},
+                 topics={"prefix": self.prefix, "kept": self.broker is None and a.keep_topics,
+                         **{n: self.topic(n) for n in TOPICS}},
+                 worker_pids=self.worker_pids, logs=self.log_files())
+        return r
+
+    def loadgen(self, cfg: SimConfig, skip: int, *args: str) -> dict[str, Any]:
+        """``python -m ops.loadgen`` on the demo's history (``cfg``) from transaction ``skip``; its JSON summary.
+
+        A subprocess, not a call: the load generator runs an asyncio loop, and a signal raised into
+        the middle of that loop can leave it waiting forever; a child the demo can always stop."""
+        argv = [sys.executable, "-m", "ops.loadgen", "--bootstrap", self.bootstrap,
+                "--topic-transactions", self.topic("transactions"), "--topic-labels", self.topic("labels"),
+                "--partitions", str(PARTITIONS), "--customers", str(cfg.customers), "--terminals", str(cfg.terminals),
+                "--days", str(cfg.days), "--start", cfg.start, "--seed", str(cfg.seed), "--skip", str(skip),
+                "--json", *args]
+        # Its own session: a Ctrl-C in the terminal reaches the demo, which stops it (no traceback from it).
+        self.loadgen_proc = subprocess.Popen(die_with_parent(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             start_new_session=True)
+        out, _ = self.loadgen_proc.communicate()
+        code, self.loadgen_proc = self.loadgen_proc.returncode, None
+        if code != 0:
+            raise DemoError(f"the load generator failed (exit {code}; its error is above)")
+        summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return summary
+
+    def start_broker(self) -> None:
+        if self.a.bootstrap:
+            from ops.kafka import broker_answers
+
+            if not broker_answers(self.a.bootstrap, timeout_s=10.0):
+                raise DemoError(f"the broker at {self.a.bootstrap} (KAFKA_BOOTSTRAP / --bootstrap) does not answer")
+            self.bootstrap = self.a.bootstrap
+            log(f"broker: reusing {self.bootstrap} (left running at the end)")
+            return
+        from ops.kafka import LocalBroker
+
+        t0 = time.monotonic()
+        state = self.out / "kafka"
+        stale = LocalBroker(state)
+        if stale.stop():  # left behind by a demo that was killed with SIGKILL
+            log(f"stopped a broker left running in {state}")
+        shutil.rmtree(state, ignore_errors=True)  # a fresh broker, so that reruns start clean
+        self.broker = LocalBroker(state)
+        log("broker: starting a local Kafka (ops.kafka, free ports)")
+        self.bootstrap = self.broker.start(port=0).bootstrap
+        log(f"broker ready at {self.bootstrap} in {time.monotonic() - t0:.1f}s (log {self.broker.log})")
+
+    def get_bundle(self) -> tuple[Bundle, str]:
+        a = self.a
+        if a.bundle:
+            b = load_bundle(a.bundle)
+            log(f"bundle: {b.path} (given), model {b.model_version}")
+            return b, "given"
+        cfg = SIZES[a.size]
+        bundles = self.out / "bundles"
+        if a.reuse_bundle:
+            found = matching_bundle(bundles, cfg)
+            if found is not None:
+                log(f"bundle: reusing {found.path} (trained on the {a.size} size), model {found.model_version}")
+                return found, "reused"
+            log(f"bundle: no {a.size} bundle to reuse in {bundles}; training one")
+        # The size spelled out (not --quick), so that no FRAUDSTREAM_SIM_* variable changes what is trained.
+        argv = [sys.executable, "-m", "trainer", "run", "--customers", str(cfg.customers), "--terminals",
+                str(cfg.terminals), "--days", str(cfg.days), "--start", cfg.start, "--seed", str(cfg.seed),
+                "--folds", "0", "--out", str(bundles), "--data-dir", str(self.out / "data")]
+        trainer_log = self.logs / "trainer.log"
+        log(f"training a {a.size} bundle ({'~5 s' if a.size == 'quick' else '~35 s'}; log {trainer_log})")
+        t0 = time.monotonic()
+        with open(trainer_log, "wb") as f:
+            done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=f, check=False)
+        if done.returncode != 0:
+            raise DemoError(f"training failed (exit {done.returncode}):\n"
+                            + "\n".join(trainer_log.read_text(errors="replace").splitlines()[-30:]))
+        b = load_bundle(Path(done.stdout.decode().strip().splitlines()[-1]))
+        for line in trainer_log.read_text(errors="replace").splitlines():
+            if line.startswith(("[trainer] fraudstream LightGBM", "[trainer] threshold")):
+                log("trainer: " + line.removeprefix("[trainer] ").split(" (daily")[0])
+        log(f"bundle: {b.path}, model {b.model_version} ({time.monotonic() - t0:.1f}s)")
+        return b, "trained"
+
+    def replay_history(self) -> tuple[History, SimConfig]:
+        """The trained size's population with another seed (the model never saw it), long enough.
+
+        The load generator simulates the same history from the same config (the simulator is
+        deterministic); the demo keeps its own copy for the ground truth."""
+        a = self.a
+        base = SIZES[a.size]
+        per_day = base.customers * 2.0 * 0.9  # mean U(0, 4) a day; a few customers reach no terminal
+        # A multiple of the size's own length, so that most rates replay the same history.
+        needed = a.warmup_days + int(a.rate * a.duration / per_day * 1.3) + 3
+        days = base.days * max(1, -(-needed // base.days))
+        while True:
+            cfg = SimConfig(base.customers, base.terminals, days, base.start, a.seed)
+            t0 = time.monotonic()
+            h = simulate(cfg)
+            warm_n = first_index_of_day(h, a.warmup_days) if a.warmup_days > 0 else 0
+            if len(h) - warm_n > a.rate * a.duration or days > 3650:
+                break
+            days *= 2
+        log(f"replay: simulated {len(h):,} transactions ({h.is_fraud.mean():.2%} fraud), {cfg.customers:,} customers, "
+            f"{cfg.terminals:,} terminals, {days} days, seed {a.seed} ({time.monotonic() - t0:.1f}s)")
+        return h, cfg
+
+    def start_workers(self, bundle: Bundle, tx: str, lab: str) -> None:
+        a = self.a
+        ports = self.metrics_ports()
+        self.workers = WorkerSet(self.bootstrap, bundle.path, tx, lab, self.prefix, self.logs,
+                                 partitions=PARTITIONS, provider=a.provider, metrics_ports=ports, die_with_parent=True)
+        t0 = time.monotonic()
+        self.workers.start(a.workers)
+        self.worker_pids = [p.pid for p in self.workers.procs]
+        log(f"workers: {a.workers} x python -m workers, pids {', '.join(map(str, self.worker_pids))}, "
+            f"topics {self.prefix}-*")
+        if not self.workers.wait_ready(timeout_s=120):
+            raise DemoError(f"the workers did not get ready; their logs:\n{self.workers.tail()}")
+        log(f"workers ready in {time.monotonic() - t0:.1f}s"
+            + (": health/metrics on " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports) if ports else ""))
+
+    def metrics_ports(self) -> list[int]:
+        spec = str(self.a.metrics_port).strip().lower()
+        if spec in ("off", "0", ""):
+            return []
+        if spec == "auto":
+            from ops.kafka.launcher import free_port
+
+            ports: list[int] = []
+            while len(ports) < self.a.workers:
+                p = free_port()
+                if p not in ports:
+                    ports.append(p)
+            return ports
+        return [int(spec) + i for i in range(self.a.workers)]
+
+    def collect(self, h: History, warm_n: int, n_sent: int, warm: dict[str, Any]) -> dict[str, Any]:
+        boot = self.bootstrap
+        ids = [str(t) for t in h.tx_id[: warm_n + n_sent]]
+        truth = dict(zip(ids, (bool(x) for x in h.is_fraud[: warm_n + n_sent]), strict=True))
+        inputs: dict[str, int] = {}
+        for ts, _, v in kafka_io.read_topic(boot, self.topic("transactions")):
+            inputs.setdefault(str(orjson.loads(v)["tx_id"]), ts)
+        raw = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("scores"))]
+        scores = [_output(ts, m) for ts, m in raw]
+        flags = [_output(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("flags"))]
+        dlq = [dict(r.headers or []).get("dlq.reason", b"?").decode(errors="replace")
+               for r in kafka_io.read_records(boot, self.topic("dlq"))]
+        stats = [orjson.loads(v) for _, _, v in kafka_io.read_topic(boot, self.topic("stats"))]
+        load_in = {t: inputs[t] for t in ids[warm_n:] if t in inputs}
+        load = summarize(load_in, scores, flags, truth)
+        load["sent_not_on_topic"] = n_sent - len(load_in)
+        stages = stage_latencies([(ts, m) for ts, m in raw if m["tx_id"] in load_in])
+        load["latency_stages_ms"] = {k: percentiles([float(x) for x in v.values()]) for k, v in stages.items()}
+        if warm_n:
+            warm_in = {t: inputs[t] for t in ids[:warm_n] if t in inputs}
+            w = summarize(warm_in, scores, flags, truth)
+            first_in = min(warm_in.values(), default=0)
+            last_out = max((o.ts for o in scores if o.tx_id in warm_in), default=first_in)
+            seconds = (last_out - first_in) / 1000  # its first input to its last output
+            warm.update(seconds=seconds, scored_per_s=w["scored"] / seconds if seconds > 0 else float("nan"),
+                        scored=w["scored"],
+                        **{k: w[k] for k in ("flags", "frauds", "tp", "precision", "recall")})
+        lat, _ = join_latency(load_in, ((o.tx_id, o.ts) for o in scores))
+        self.plot_data = ([float(v) for v in lat.values()],
+                          series(sorted(load_in.values()), [o.ts for o in scores if o.tx_id in load_in]))
+        return {"load": load, "warmup": warm, "dead_letters": dead_letters(dlq),
+                "workers": {**worker_facts(stats, self._ready_lines()), "count": self.a.workers}}
+
+    def _ready_lines(self) -> list[str]:
+        if self.workers is None:
+            return []
+        return [line for i in range(self.a.workers) if self.workers.log(i).exists()
+                for line in self.workers.log(i).read_text(errors="replace").splitlines() if " ready in " in line]
+
+    def write(self, r: dict[str, Any]) -> str:
+        lat, plot_series = self.plot_data
+        return write(r, self.out, lat, plot_series)
+
+    # ---- stopping --------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop everything the demo started. Each step runs even if an earlier one failed."""
+        lg = self.loadgen_proc
+        if lg is not None and lg.poll() is None:
+            log("stopping the load generator (SIGTERM)")
+            lg.send_signal(signal.SIGTERM)
+            try:
+                lg.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                lg.kill()
+                lg.wait()
+        if self.workers is not None and self.workers.procs:
+            log("stopping the workers (SIGTERM, then SIGKILL after 30 s)")
+            try:
+                self.workers.stop()
+            except Exception as exc:  # keep going: the broker must still be stopped
+                log(f"stopping the workers failed: {exc}")
+                for p in self.workers.procs:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+        if self.broker is None and self.topics_created and not self.a.keep_topics:
+            try:
+                kafka_io.delete_topics(self.bootstrap, self.prefix)
+                log(f"deleted the demo's topics {self.prefix}-* on {self.bootstrap}")
+            except Exception as exc:
+                log(f"could not delete the topics {self.prefix}-*: {exc}")
+        if self.broker is not None:
+            log("stopping the broker")
+            try:
+                self.broker.stop()
+            except Exception as exc:
+                log(f"stopping the broker failed: {exc}")
+        log(f"logs: {self.logs}" + "".join(f"\n[demo]   {p}" for p in self.log_files()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc; NaN elsewhere or once it is gone)."""
+    try:
+        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _output(ts: int, m: dict[str, Any]) -> Output:
+    return Output(str(m["tx_id"]), ts, float(m["score"]), bool(m["flag"]))
+
+
+def matching_bundle(bundles: Path, cfg: SimConfig) -> Bundle | None:
+    """The newest loadable bundle under ``bundles`` trained on the simulator at ``cfg``'s size."""
+    want = {"source": "simulator", "customers": cfg.customers, "terminals": cfg.terminals, "days": cfg.days,
+            "start": cfg.start, "seed": cfg.seed}
+    candidates = sorted((p for p in bundles.glob("*/model.json") if not p.parent.is_symlink()),
+                        key=lambda p: p.stat().st_mtime, reverse=True) if bundles.is_dir() else []
+    for manifest in candidates:
+        try:
+            data = orjson.loads(manifest.read_bytes()).get("data", {})
+            if all(data.get(k) == v for k, v in want.items()):
+                return load_bundle(manifest.parent)
+        except (FraudstreamError, ValueError, OSError):
+            continue
+    return None
+
