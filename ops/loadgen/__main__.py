@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ops.loadgen", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add(p, "--bootstrap", "FRAUDSTREAM_BOOTSTRAP", os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        "Kafka bootstrap servers")
+        "Kafka bootstrap servers", shown="$KAFKA_BOOTSTRAP, else 127.0.0.1:9092")
     add(p, "--topic-transactions", "FRAUDSTREAM_TOPIC_TRANSACTIONS", "transactions", "transactions topic")
     add(p, "--topic-labels", "FRAUDSTREAM_TOPIC_LABELS", "fraud-labels", "labels topic")
     add(p, "--partitions", "FRAUDSTREAM_PARTITIONS", 4, "partitions of a topic created because it is missing",
