@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from workers.batch import Record, replay_of
 from workers.config import Settings
@@ -138,10 +139,18 @@ class DirectConsumer:
         candidates = [TopicPartition(topic, p) for p in assigned if now - self.last_record[p] >= idle_s]
         if not candidates:
             return
-        ends = await self.consumer.end_offsets(candidates)  # the broker's, not the last fetch's
-        quiet = {tp.partition for tp in candidates if await self.consumer.position(tp) >= ends[tp]}
-        if quiet:
-            async with self.lock:
+        quiet = set()
+        try:
+            ends = await self.consumer.end_offsets(candidates)  # the broker's, not the last fetch's
+            for tp in candidates:
+                if tp.partition in self.assigned() and await self.consumer.position(tp) >= ends[tp]:
+                    quiet.add(tp.partition)
+        except (KafkaError, IllegalStateError) as exc:  # a rebalance in between: look again next time
+            log.info("idle check skipped: %r", exc)
+            return
+        async with self.lock:  # a revocation flushes under this lock: it cannot interleave from here on
+            quiet &= self.assigned()
+            if quiet:
                 await self.runner.close_idle(quiet)
 
     async def revoke(self, partitions: list[TopicPartition]) -> None:

@@ -99,6 +99,22 @@ class WorkerSet:
             time.sleep(0.1)
         return False
 
+    def wait_assigned(self, timeout_s: float = 60, settle_s: float = 1.0) -> bool:
+        """Until every worker is ready and holds transactions partitions (the group has settled)."""
+        deadline = time.monotonic() + timeout_s
+        if not self.wait_ready(timeout_s):
+            return False
+        while time.monotonic() < deadline:
+            logs = [self.log(i).read_text(errors="replace") for i in range(len(self.procs))]
+            marker = "transactions partitions assigned: "
+            if all(marker in text and not text.rsplit(marker, 1)[-1].startswith("[]") for text in logs):
+                time.sleep(settle_s)
+                return True
+            if not self.alive():
+                return False
+            time.sleep(0.1)
+        return False
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
