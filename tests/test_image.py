@@ -228,8 +228,15 @@ def replay_build(root: Path) -> Image:
     global_args, stages = parse_dockerfile()
     build, final = stages[0], stages[-1]
     context = set(context_files())
-    env = _host_env()
+    host = _host_env()
+    env = dict(host)
     env["PYTHON"] = sys.executable  # the image's python3 is CPython 3.11; so is this one
+
+    def mapped(e: dict[str, str]) -> dict[str, str]:
+        """Image paths (what the Dockerfile set) moved under ``root``; host values and our python as they
+        are (a checkout under /tmp made PYTHON look like an image path)."""
+        return {k: v if k == "PYTHON" or host.get(k) == v else map_paths(v, root) for k, v in e.items()}
+
     workdir = root
     t0 = time.monotonic()
     for op, args in build.instructions:
@@ -242,13 +249,12 @@ def replay_build(root: Path) -> Image:
             *srcs, dest = [a for a in args.split() if not a.startswith("--")]
             _copy(context, srcs, workdir / dest)
         elif op == "RUN":
-            run_env = {k: map_paths(v, root) for k, v in env.items() if k != "PIP_NO_CACHE_DIR"}
+            run_env = {k: v for k, v in mapped(env).items() if k != "PIP_NO_CACHE_DIR"}
             done = subprocess.run(["sh", "-c", args], cwd=workdir, env=run_env, capture_output=True, text=True,
                                   timeout=900, check=False)
             assert done.returncode == 0, f"RUN {args}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     install_s = time.monotonic() - t0
-    final_env = stage_env(final, {**_host_env(), **global_args})
-    final_env = {k: map_paths(v, root) for k, v in final_env.items()}
+    final_env = mapped(stage_env(final, {**host, **global_args}))
     final_workdir = Path(map_paths(final.all("WORKDIR")[-1], root))
     for d in (final_workdir, root / "bundles", root / "tmp"):
         d.mkdir(parents=True, exist_ok=True)
