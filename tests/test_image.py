@@ -47,6 +47,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from ops.bench.workers_run import terminate
 from tests.test_compose import (
     HISTOGRAM_SUFFIXES,
     ROOT,
@@ -502,13 +503,7 @@ def _running(argv: list[str], env: dict[str, str], image: Image) -> Iterator[sub
             print(log.read_text()[-6000:])
             raise
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc, timeout_s=30)
 
 
 @pytest.mark.integration

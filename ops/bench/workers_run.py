@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 WORKER_OUTPUTS = ("flags", "scores", "stats", "dlq", "terminal_days")
 
@@ -39,6 +40,17 @@ def worker_supports(option: str) -> bool:
     from workers.config import build_parser
 
     return option in build_parser().format_help()
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_s: float = 30) -> int:
+    """SIGTERM (a clean stop: workers drain and commit), SIGKILL after ``timeout_s``; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 @dataclass
@@ -120,11 +132,7 @@ class WorkerSet:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, timeout_s=30)
         self.procs.clear()
 
     def tail(self, lines: int = 20) -> str:

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import orjson
 from ops.bench import kafka_io
 from ops.bench.run import first_index_of_day, stage_latencies
 from ops.bench.stats import join_latency, percentiles
-from ops.bench.workers_run import WorkerSet, die_with_parent
+from ops.bench.workers_run import WorkerSet, die_with_parent, terminate
 from ops.demo.report import Output, dead_letters, series, summarize, worker_facts, write
 from schemas.bundle import Bundle, load_bundle
 from schemas.errors import FraudstreamError
@@ -326,12 +325,7 @@ class Demo:
         lg = self.loadgen_proc
         if lg is not None and lg.poll() is None:
             log("stopping the load generator (SIGTERM)")
-            lg.send_signal(signal.SIGTERM)
-            try:
-                lg.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                lg.kill()
-                lg.wait()
+            terminate(lg, timeout_s=10)
         if self.workers is not None and self.workers.procs:
             log("stopping the workers (SIGTERM, then SIGKILL after 30 s)")
             try:
