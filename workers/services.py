@@ -111,19 +111,6 @@ class Publisher:
             failed.set_exception(exc)
             return failed
 
-    async def publish_partials(self, topic: str, kind: str, wm_kind: str, partition: int, partials: list[Partial],
-                               closed_through: int | None) -> list[Out]:
-        """A partition's closed day counts, then (after their acks) its watermark; returns what was sent."""
-        sent: list[Out] = [(topic, partial_key(kind, partition, day), orjson.dumps(counts), None)
-                           for day, counts in partials]
-        if sent:
-            await self.send_all(sent)
-        if closed_through is not None:
-            mark: list[Out] = [(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)]
-            await self.send_all(mark)
-            sent += mark
-        return sent
-
 
 class TableReader:
     def __init__(self, s: Settings, table: TerminalTable) -> None:
@@ -235,8 +222,8 @@ class LabelAggregator:
                 idle_through = tx_final - FEEDBACK_DELAY_DAYS
             partials = state.close_days(idle_through)
             if partials or (state.closed_through is not None and self.table.label_wm.get(p) != state.closed_through):
-                apply_acknowledged(self.table, await self.publisher.publish_partials(
-                    self.s.topics.terminal_days, LAB, LABWM, p, partials, state.closed_through))
+                await publish_closures(self.publisher, self.table, self.s.topics.terminal_days, LAB, LABWM,
+                                       [(p, partials, state.closed_through)])
 
 
 async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxPartition, int]:
@@ -267,17 +254,26 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
 
 async def publish_tx_closures(publisher: Publisher, s: Settings, table: TerminalTable,
                               closures: list[tuple[int, list[Partial], int | None]]) -> None:
-    """Newly closed day counts of every partition in one send, then (after their acks) the partitions'
-    watermarks in one: two broker round trips per batch however many partitions closed a day."""
-    topic = s.topics.terminal_days
-    counts: list[Out] = []
-    marks: list[Out] = []
+    """The transactions partitions' closures that the table does not know yet (a redelivery closes
+    days again that were published before)."""
+    fresh: list[tuple[int, list[Partial], int | None]] = []
     for partition, partials, closed_through in closures:
         known = table.tx_wm.get(partition)
-        counts += [(topic, partial_key(TX, partition, day), orjson.dumps(c), None)
-                   for day, c in partials if known is None or day > known]
-        if closed_through is not None and (known is None or closed_through > known):
-            marks.append((topic, watermark_key(TXWM, partition), orjson.dumps(closed_through), None))
+        fresh.append((partition, [(day, c) for day, c in partials if known is None or day > known],
+                      closed_through if closed_through is not None and (known is None or closed_through > known)
+                      else None))
+    await publish_closures(publisher, table, s.topics.terminal_days, TX, TXWM, fresh)
+
+
+async def publish_closures(publisher: Publisher, table: TerminalTable, topic: str, kind: str, wm_kind: str,
+                           closures: list[tuple[int, list[Partial], int | None]]) -> None:
+    """Closed day counts of every partition in one send, then (after their acks) the partitions'
+    watermarks in one — two broker round trips however many partitions closed a day — then the same
+    records applied to our own table."""
+    counts: list[Out] = [(topic, partial_key(kind, partition, day), orjson.dumps(c), None)
+                         for partition, partials, _ in closures for day, c in partials]
+    marks: list[Out] = [(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)
+                        for partition, _, closed_through in closures if closed_through is not None]
     if counts:
         await publisher.send_all(counts)
     if marks:

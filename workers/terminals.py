@@ -88,13 +88,3 @@ class TerminalTable:
     def windows(self, terminal_id: str, hi: int) -> list[tuple[int, int]]:
         """(transactions, frauds) of each terminal window ending with day ``hi`` (asked of final days only)."""
         return nested_windows(self._days.get(terminal_id), hi)
-
-    def lookup(self, terminal_id: str, lo: int, hi: int) -> tuple[int, int]:
-        cells = self._days.get(terminal_id, {})
-        count = frauds = 0
-        for d in range(lo, hi + 1):
-            cell = cells.get(d)
-            if cell is not None:
-                count += cell[0]
-                frauds += cell[1]
-        return count, frauds

@@ -68,10 +68,10 @@ def test_table_is_final_only_when_every_partition_closed_and_replacements_are_id
     table.apply(partial_key(LAB, 0, day), orjson.dumps({"t1": 1}))
     table.apply(watermark_key(LABWM, 0), orjson.dumps(day + 1))
     assert table.final_through() == day
-    assert table.lookup("t1", day, day) == (5, 1)
+    assert table.windows("t1", day)[0] == (5, 1)  # the 1-day window: the day itself
     # Re-publishing the same key (a restart) replaces, never adds.
     table.apply(partial_key(TX, 1, day), orjson.dumps({"t1": 2}))
-    assert table.lookup("t1", day - 5, day) == (5, 1)
+    assert table.windows("t1", day) == [(5, 1)] * 3
     # A watermark never moves back.
     table.apply(watermark_key(TXWM, 1), orjson.dumps(day - 10))
     assert table.tx_wm[1] == day + 3
