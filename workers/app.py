@@ -27,10 +27,12 @@ from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.consume import DirectConsumer
 from workers.health import Health, Server, make_app
+from workers.labels import LabelAggregator
 from workers.metrics import Metrics
+from workers.publish import Publisher
 from workers.runner import Runner
 from workers.score import Scorer
-from workers.services import LabelAggregator, Publisher, TableReader
+from workers.services import TableReader
 from workers.terminals import TerminalTable
 from workers.watchdog import OffsetSampler, Watchdog, run_watchdog
 

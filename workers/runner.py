@@ -28,8 +28,9 @@ from schemas.validate import Reject
 from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_message
 from workers.config import Settings
 from workers.metrics import Metrics
+from workers.publish import Out, Publisher
 from workers.score import Scorer
-from workers.services import Out, Publisher, publish_tx_closures, rebuild_partition
+from workers.services import publish_tx_closures, rebuild_partition
 from workers.state import Partial, TxPartition
 from workers.stats import StatsWindow
 from workers.terminals import TerminalTable
