@@ -16,11 +16,22 @@ whole-day terminal buckets):
 - ``CUSTOMER_AMOUNT_RATIO_30DAY`` (ours, beyond the handbook): amount / the 30-day mean above,
   i.e. ``cents * count / sum_cents`` — a transaction far above the card's habit.
 - ``TERMINAL_ID_NB_TX_{N}DAY_WINDOW`` / ``TERMINAL_ID_RISK_{N}DAY_WINDOW``: with ``d`` the UTC
-  day of the transaction and ``D`` the feedback delay (7 days), the terminal's transactions
-  and labelled frauds in the whole days ``[d - D - N, d - D - 1]``. Risk = frauds / count, 0
-  when count is 0. A label of a transaction on day ``d - D - 1`` or earlier arrives (at
-  ``ts + D``) before day ``d`` begins, so no label is used before it would have arrived.
+  day of the transaction and ``D`` the feedback delay (7 days), the terminal's transactions in the
+  whole days ``[d - D - N, d - D - 1]``, and those of them that are frauds *as reported before the
+  cut-off of day d*. Risk = frauds / count, 0 when count is 0.
 
+Labels by report time (feature set fs2). A label carries ``reported_at``, the event time at
+which the feedback became known; labels arrive in any order of transaction time, are duplicated,
+change their minds (1, then 0) and come weeks late. The cut-off of day ``d`` is
+``d * DAY - LABEL_CUTOFF_MARGIN_MS`` (one hour before midnight), and a transaction on day ``d``
+counts a labelled transaction as a fraud when its *latest* label reported before that cut-off
+says fraud ("latest" = the largest ``(reported_at, is_fraud)``, so ties are decided the same way
+on both paths). Equivalently a label counts from its *report slot*
+``(reported_at + margin) // DAY + 1`` on: the first day whose cut-off it precedes. The rule
+does not depend on arrival order, and a live stream decides it without waiting at midnight: the
+cut-off is final an hour before the day begins. A label reported later than the feedback delay
+(a chargeback weeks later) is counted from its report slot on, never dropped; a label of a day
+that no window reaches any more changes nothing.
 Canonical order and lateness: the online path is exact when each customer's transactions
 arrive in non-decreasing ``ts``; a transaction that arrives late still sees exactly the
 transactions at or before it, but those already scored after it are not re-scored (the worker
@@ -33,6 +44,7 @@ import bisect
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +57,8 @@ TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 # State horizon: customers keep 30 days; terminals need days back to d - D - 30.
 CUSTOMER_HORIZON_MS = max(CUSTOMER_WINDOWS_DAYS) * DAY_MS
 TERMINAL_HORIZON_DAYS = FEEDBACK_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS)
+# Labels count from the first day whose cut-off (this long before its midnight) they precede.
+LABEL_CUTOFF_MARGIN_MS = 3_600_000
 
 
 def _names() -> tuple[str, ...]:
@@ -60,8 +74,9 @@ def _names() -> tuple[str, ...]:
 FEATURE_NAMES: tuple[str, ...] = _names()
 N_FEATURES = len(FEATURE_NAMES)
 FEATURE_DTYPE = "float32"
-_SPEC = f"{FEATURE_NAMES}|delay={FEEDBACK_DELAY_DAYS}|order=ts,tx_id|terminal=day-buckets"
-FEATURE_VERSION = f"fs1-{hashlib.sha256(_SPEC.encode()).hexdigest()[:12]}"
+_SPEC = (f"{FEATURE_NAMES}|delay={FEEDBACK_DELAY_DAYS}|order=ts,tx_id|terminal=day-buckets"
+         f"|labels=report-time,cutoff-margin={LABEL_CUTOFF_MARGIN_MS},latest=(reported_at,is_fraud)")
+FEATURE_VERSION = f"fs2-{hashlib.sha256(_SPEC.encode()).hexdigest()[:12]}"
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -69,6 +84,17 @@ I64 = npt.NDArray[np.int64]
 
 def day_of(ts_ms: int) -> int:
     return ts_ms // DAY_MS
+
+
+def report_slot(reported_at_ms: int) -> int:
+    """The first transaction day whose terminal features count a label reported at this time."""
+    return (reported_at_ms + LABEL_CUTOFF_MARGIN_MS) // DAY_MS + 1
+
+
+def slots_closed_through(report_watermark_ms: int) -> int:
+    """The last report slot complete once every label reported before ``report_watermark_ms`` is known
+    (slot k holds the reports in ``[(k-1) * DAY - margin, k * DAY - margin)``)."""
+    return (report_watermark_ms + LABEL_CUTOFF_MARGIN_MS) // DAY_MS
 
 
 def _calendar(ts_ms: int) -> tuple[float, float]:
@@ -101,14 +127,17 @@ def offline_features(
     customer_id: npt.NDArray[np.str_],
     terminal_id: npt.NDArray[np.str_],
     amount_cents: I64,
+    label_tx_id: npt.NDArray[np.str_],
     label_terminal_id: npt.NDArray[np.str_],
     label_ts: I64,
+    label_reported_at: I64,
     label_is_fraud: npt.NDArray[np.integer],
 ) -> F32:
     """Feature rows (float32, ``FEATURE_NAMES`` order) for every transaction, in input order.
 
-    Labels are given with the transaction's terminal and ``ts``; duplicate transactions
-    (the same ``tx_id``) must be removed by the caller (the data-quality checks do).
+    Labels are events (several per ``tx_id`` when a label changes its mind), given with the
+    transaction's terminal and ``ts``; duplicate transactions (the same ``tx_id``) must be removed
+    by the caller (the data-quality checks do).
     """
     n = len(ts)
     ts = ts.astype(np.int64)
@@ -118,8 +147,16 @@ def offline_features(
     day = ts // DAY_MS
     out[:, 1] = ((day + 3) % 7 >= 5).astype(np.float64)
     out[:, 2] = ((ts - day * DAY_MS) // HOUR_MS <= 6).astype(np.float64)
+    _customer_columns(out, tx_id, ts, customer_id, cents)
+    _terminal_columns(out, terminal_id, day, label_deltas(label_tx_id, label_terminal_id, label_ts,
+                                                           label_reported_at, label_is_fraud))
+    return out.astype(np.float32)
 
-    # Customers: sort by (customer, ts, tx_id); a window is a contiguous run ending at the row.
+
+def _customer_columns(out: npt.NDArray[np.float64], tx_id: npt.NDArray[np.str_], ts: I64,
+                      customer_id: npt.NDArray[np.str_], cents: I64) -> None:
+    """Customers: sort by (customer, ts, tx_id); a window is a contiguous run ending at the row."""
+    n = len(ts)
     cust = _dense(customer_id)
     order = np.lexsort((tx_id, ts, cust))
     t0 = int(ts.min()) if n else 0
@@ -138,37 +175,89 @@ def offline_features(
         col += 2
         if w == 30:
             counts30, sums30 = count, total
-    ratio_col = N_FEATURES - 1
-    out[order, ratio_col] = (cents[order] * counts30) / sums30
+    out[order, N_FEATURES - 1] = (cents[order] * counts30) / sums30
 
-    # Terminals: day buckets of (count, frauds), prefix sums per terminal over sorted bucket keys.
-    all_terms = np.concatenate((terminal_id, label_terminal_id))
-    term = _dense(all_terms)
+
+@dataclass(frozen=True)
+class LabelDeltas:
+    """Changes of a terminal-day's fraud count: ``delta`` frauds on (``terminal``, ``day``) from ``slot`` on."""
+
+    terminal: npt.NDArray[np.str_]
+    day: I64
+    slot: I64
+    delta: I64
+
+
+def label_deltas(label_tx_id: npt.NDArray[np.str_], label_terminal_id: npt.NDArray[np.str_], label_ts: I64,
+                 label_reported_at: I64, label_is_fraud: npt.NDArray[np.integer]) -> LabelDeltas:
+    """Label events -> per (transaction, report slot) the last word in that slot, and the change it
+    makes to its terminal-day's fraud count against the transaction's previous slot."""
+    rep = np.asarray(label_reported_at, dtype=np.int64)
+    slot = (rep + LABEL_CUTOFF_MARGIN_MS) // DAY_MS + 1
+    fraud = (np.asarray(label_is_fraud) != 0).astype(np.int64)
+    tx = _dense(np.asarray(label_tx_id))
+    order = np.lexsort((fraud, rep, slot, tx))  # per tx, per slot, the latest (reported_at, is_fraud) last
+    tx, slot, fraud = tx[order], slot[order], fraud[order]
+    last = np.ones(len(tx), dtype=bool)
+    if len(tx):
+        last[:-1] = (tx[1:] != tx[:-1]) | (slot[1:] != slot[:-1])
+    tx, slot, value = tx[last], slot[last], fraud[last]
+    prev = np.zeros(len(tx), dtype=np.int64)
+    if len(tx):
+        same = tx[1:] == tx[:-1]
+        prev[1:] = np.where(same, value[:-1], 0)
+    delta = value - prev
+    keep = delta != 0
+    rows = order[last][keep]
+    return LabelDeltas(np.asarray(label_terminal_id)[rows], np.asarray(label_ts, dtype=np.int64)[rows] // DAY_MS,
+                       slot[keep], delta[keep])
+
+
+def _terminal_columns(out: npt.NDArray[np.float64], terminal_id: npt.NDArray[np.str_], day: I64,
+                      lab: LabelDeltas) -> None:
+    """Terminals: day buckets of transactions, prefix sums per terminal over sorted bucket keys; frauds
+    as the label deltas whose slot a transaction's day has reached, summed over the same key ranges."""
+    n = len(day)
+    term = _dense(np.concatenate((terminal_id, lab.terminal)))
     tx_term, lab_term = term[:n], term[n:]
-    lab_day = label_ts.astype(np.int64) // DAY_MS
-    d0 = int(min(day.min() if n else 0, lab_day.min() if len(lab_day) else 0)) - TERMINAL_HORIZON_DAYS - 1
-    dspan = int(max(day.max() if n else 0, lab_day.max() if len(lab_day) else 0)) - d0 + 2
+    d0 = int(min(day.min() if n else 0, lab.day.min() if len(lab.day) else 0)) - TERMINAL_HORIZON_DAYS - 1
+    dspan = int(max(day.max() if n else 0, lab.day.max() if len(lab.day) else 0)) - d0 + 2
     tx_keys = _composite(tx_term, day - d0, dspan)
-    fraud = label_is_fraud.astype(np.int64) != 0
-    lab_keys = _composite(lab_term[fraud], lab_day[fraud] - d0, dspan)
     tx_sorted = np.sort(tx_keys)
-    lab_sorted = np.sort(lab_keys)
-
-    def between(sorted_keys: I64, lo: I64, hi: I64) -> I64:
-        """Number of keys in [lo, hi]."""
-        res: I64 = np.searchsorted(sorted_keys, hi, side="right") - np.searchsorted(sorted_keys, lo, side="left")
-        return res
-
-    for w in TERMINAL_WINDOWS_DAYS:
+    frauds = _fraud_windows(tx_keys, day, _composite(lab_term, lab.day - d0, dspan), lab.slot, lab.delta)
+    col = 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    for i, w in enumerate(TERMINAL_WINDOWS_DAYS):
         hi = tx_keys - FEEDBACK_DELAY_DAYS - 1
         lo = tx_keys - FEEDBACK_DELAY_DAYS - w
-        count = between(tx_sorted, lo, hi)
-        frauds = between(lab_sorted, lo, hi)
+        count = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
         out[:, col] = count
-        safe = np.maximum(count, 1)
-        out[:, col + 1] = np.where(count > 0, frauds / safe, 0.0)
+        out[:, col + 1] = np.where(count > 0, frauds[:, i] / np.maximum(count, 1), 0.0)
         col += 2
-    return out.astype(np.float32)
+
+
+def _fraud_windows(tx_keys: I64, day: I64, lab_keys: I64, lab_slot: I64, lab_delta: I64) -> I64:
+    """[n, windows] frauds: per transaction day, the deltas with slot <= that day, summed per window."""
+    out = np.zeros((len(tx_keys), len(TERMINAL_WINDOWS_DAYS)), dtype=np.int64)
+    by_slot = np.argsort(lab_slot, kind="stable")
+    slots, keys, deltas = lab_slot[by_slot], lab_keys[by_slot], lab_delta[by_slot]
+    tx_order = np.argsort(day, kind="stable")
+    days, starts = np.unique(day[tx_order], return_index=True)
+    bounds = np.append(starts, len(tx_order))
+    known = -1
+    sorted_keys, prefix = np.zeros(0, np.int64), np.zeros(1, np.int64)
+    for j, d in enumerate(days.tolist()):
+        k = int(np.searchsorted(slots, d, side="right"))
+        if k != known:  # the deltas a transaction on day d may count: slots <= d
+            known = k
+            o = np.argsort(keys[:k], kind="stable")
+            sorted_keys, prefix = keys[:k][o], np.concatenate(([0], np.cumsum(deltas[:k][o])))
+        rows = tx_order[bounds[j]:bounds[j + 1]]
+        for i, w in enumerate(TERMINAL_WINDOWS_DAYS):
+            hi = tx_keys[rows] - FEEDBACK_DELAY_DAYS - 1
+            lo = tx_keys[rows] - FEEDBACK_DELAY_DAYS - w
+            out[rows, i] = (prefix[np.searchsorted(sorted_keys, hi, side="right")]
+                            - prefix[np.searchsorted(sorted_keys, lo, side="left")])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,25 +310,36 @@ class CustomerHistory:
         return out
 
 
-# (count, frauds) of a terminal over the whole days (hi - w, hi], for each w of TERMINAL_WINDOWS_DAYS.
+# (count, frauds) of a terminal for a transaction on day d, for each w of TERMINAL_WINDOWS_DAYS.
 TerminalWindows = Callable[[str, int], Sequence[tuple[int, int]]]
+# A terminal-day: [transactions, {report slot: change of its fraud count from that slot on} or None].
+Cell = list[Any]
 
 
-def nested_windows(days: Mapping[int, Sequence[int]] | None, hi: int) -> list[tuple[int, int]]:
-    """The terminal windows from per-day (count, frauds) in one backward pass: the windows share their
-    last day and nest (TERMINAL_WINDOWS_DAYS ascending), so 30 day lookups serve all three."""
+def frauds_at(deltas: Mapping[int, int] | None, d: int) -> int:
+    """A terminal-day's fraud count as a transaction on day ``d`` sees it."""
+    if not deltas:
+        return 0
+    return sum(v for s, v in deltas.items() if s <= d)
+
+
+def nested_windows(days: Mapping[int, Cell] | None, d: int) -> list[tuple[int, int]]:
+    """The terminal windows of a transaction on day ``d`` from per-day cells in one backward pass: the
+    windows share their last day and nest (TERMINAL_WINDOWS_DAYS ascending), so 30 day lookups serve all three."""
     if not days:
         return [(0, 0)] * len(TERMINAL_WINDOWS_DAYS)
     out = []
     count = frauds = 0
-    d = hi
+    hi = d - FEEDBACK_DELAY_DAYS - 1
+    day = hi
     for w in TERMINAL_WINDOWS_DAYS:
-        while d > hi - w:
-            cell = days.get(d)
+        while day > hi - w:
+            cell = days.get(day)
             if cell is not None:
                 count += cell[0]
-                frauds += cell[1]
-            d -= 1
+                if cell[1]:
+                    frauds += frauds_at(cell[1], d)
+            day -= 1
         out.append((count, frauds))
     return out
 
@@ -255,7 +355,7 @@ def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, termin
     wins = history.windows(ts, tx_id)
     for count, total in wins:
         row += [float(count), total / (100.0 * count)]
-    for count, frauds in terminal(terminal_id, ts // DAY_MS - FEEDBACK_DELAY_DAYS - 1):
+    for count, frauds in terminal(terminal_id, ts // DAY_MS):
         row += [float(count), frauds / count if count > 0 else 0.0]
     count30, sum30 = wins[CUSTOMER_WINDOWS_DAYS.index(30)]
     row.append((cents * count30) / sum30)
@@ -264,38 +364,36 @@ def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, termin
 
 @dataclass
 class TerminalDays:
-    """Per (terminal, day): distinct transaction ids and distinct fraud ids; idempotent adds.
-
-    The worker keeps this behind shared, final day buckets; tests and the replay use it directly.
-    """
+    """The reference online terminal state: per (terminal, day) the distinct transaction ids, and every
+    label event kept per transaction; idempotent adds. The worker keeps shared, final day cells
+    instead (``workers.terminals``); tests and the replay use this directly."""
 
     tx: dict[tuple[str, int], set[str]] = field(default_factory=dict)
-    frauds: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    labelled: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    events: dict[str, set[tuple[int, int, int]]] = field(default_factory=dict)  # tx_id -> {(slot, reported_at, fraud)}
 
     def add_transaction(self, terminal_id: str, ts: int, tx_id: str) -> None:
         self.tx.setdefault((terminal_id, ts // DAY_MS), set()).add(tx_id)
 
-    def add_label(self, terminal_id: str, ts: int, tx_id: str, is_fraud: bool) -> None:
-        bucket = self.frauds.setdefault((terminal_id, ts // DAY_MS), set())
-        if is_fraud:
-            bucket.add(tx_id)
-        else:
-            bucket.discard(tx_id)
+    def add_label(self, terminal_id: str, ts: int, tx_id: str, is_fraud: bool, reported_at: int) -> None:
+        self.labelled.setdefault((terminal_id, ts // DAY_MS), set()).add(tx_id)
+        self.events.setdefault(tx_id, set()).add((report_slot(reported_at), reported_at, int(is_fraud)))
 
-    def lookup(self, terminal_id: str, lo: int, hi: int) -> tuple[int, int]:
+    def fraud_at(self, tx_id: str, d: int) -> int:
+        seen = [(rep, fraud) for slot, rep, fraud in self.events[tx_id] if slot <= d]
+        return max(seen)[1] if seen else 0
+
+    def lookup(self, terminal_id: str, lo: int, hi: int, d: int) -> tuple[int, int]:
         count = frauds = 0
-        for d in range(lo, hi + 1):
-            count += len(self.tx.get((terminal_id, d), ()))
-            frauds += len(self.frauds.get((terminal_id, d), ()))
+        for day in range(lo, hi + 1):
+            count += len(self.tx.get((terminal_id, day), ()))
+            frauds += sum(self.fraud_at(t, d) for t in self.labelled.get((terminal_id, day), ()))
         return count, frauds
 
-    def windows(self, terminal_id: str, hi: int) -> list[tuple[int, int]]:
+    def windows(self, terminal_id: str, d: int) -> list[tuple[int, int]]:
         """The reference: each window summed on its own (``nested_windows`` must agree)."""
-        return [self.lookup(terminal_id, hi - w + 1, hi) for w in TERMINAL_WINDOWS_DAYS]
-
-    def counts(self) -> Mapping[tuple[str, int], tuple[int, int]]:
-        keys = set(self.tx) | set(self.frauds)
-        return {k: (len(self.tx.get(k, ())), len(self.frauds.get(k, ()))) for k in keys}
+        hi = d - FEEDBACK_DELAY_DAYS - 1
+        return [self.lookup(terminal_id, hi - w + 1, hi, d) for w in TERMINAL_WINDOWS_DAYS]
 
 
 class OnlineState:
@@ -303,7 +401,8 @@ class OnlineState:
 
     ``transaction`` is idempotent: feeding the same transaction again returns the same row and
     changes nothing. ``lateness_ms`` is how far behind a customer's newest event a transaction may
-    arrive and still be exact (state keeps 30 days plus that).
+    arrive and still be exact (state keeps 30 days plus that). A label must be fed before the
+    transactions of its report slot's day (a live stream publishes it at ``reported_at``).
     """
 
     def __init__(self, lateness_ms: int = 0) -> None:
@@ -320,5 +419,5 @@ class OnlineState:
             self.terminals.add_transaction(terminal_id, ts, tx_id)
         return online_row(ts, tx_id, cents, history, terminal_id, self.terminals.windows)
 
-    def label(self, terminal_id: str, ts: int, tx_id: str, is_fraud: bool) -> None:
-        self.terminals.add_label(terminal_id, ts, tx_id, is_fraud)
+    def label(self, terminal_id: str, ts: int, tx_id: str, is_fraud: bool, reported_at: int) -> None:
+        self.terminals.add_label(terminal_id, ts, tx_id, is_fraud, reported_at)

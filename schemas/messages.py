@@ -68,14 +68,18 @@ TRANSACTION = _obj(
 
 LABEL = _obj(
     "Label",
-    "Topic `fraud-labels`: the outcome of an investigation, published after the feedback delay. "
-    "key = terminal_id. `ts` is the transaction's event time.",
+    "Topic `fraud-labels`: the outcome of an investigation, published when it became known "
+    "(`reported_at`; analyst reviews within days, chargebacks weeks later, so labels arrive out of "
+    "transaction-time order; a later label for the same tx_id replaces an earlier one). key = terminal_id. "
+    "`ts` is the transaction's event time.",
     {
         "tx_id": _id("transaction id"),
         "customer_id": _id("customer id"),
-        "terminal_id": _id("terminal id"),
+        "terminal_id": _id("terminal id; also the record key"),
         "ts": _ts("the transaction's event time, epoch ms UTC"),
-        "is_fraud": {"type": "integer", "enum": [0, 1]},
+        "is_fraud": {"type": "integer", "enum": [0, 1], "description": "1 fraud, 0 genuine (exactly 0 or 1)"},
+        "reported_at": _ts("when the feedback became known, epoch ms UTC (>= ts); a transaction's terminal "
+                           "features count the labels reported before one hour ahead of its UTC day"),
     },
     extra=True,
 )

@@ -32,7 +32,11 @@ REASONS = {
     "duplicate_tx_id": "a transaction with this tx_id was already seen at another offset",
     "scoring_failed": "scoring failed after retries",
     "terminal_state_not_final": "the terminal day buckets the features need were not final within the wait bound",
-    "bad_label": "a label record is malformed",
+    "bad_label": "a label record is malformed (not a JSON object of the Label schema)",
+    "bad_is_fraud": "a label's is_fraud is not exactly the integer 0 or 1",
+    "bad_reported_at": "a label's reported_at is missing, not an integer, out of range, or before its ts",
+    "late_report": "a label reported before a cut-off its labels partition had already closed (counted from the "
+                   "next open cut-off; not dead-lettered: this reason is only a metric label)",
 }
 
 
@@ -53,33 +57,56 @@ class Reject(NamedTuple):
         return self.reason.split(":", 1)[0]
 
 
+class Label(NamedTuple):
+    tx_id: str
+    ts: int
+    customer_id: str
+    terminal_id: str
+    is_fraud: int
+    reported_at: int
+
+
 def _bad_id(v: Any) -> bool:
     return not (0 < len(v) <= ID_MAX_LEN and v.isascii() and v.isprintable() and " " not in v)
+
+
+def _check_ids(obj: dict[str, Any]) -> Reject | tuple[str, str, str]:
+    """The three ids, present (the caller checked), strings of printable ASCII."""
+    ids = obj["tx_id"], obj["customer_id"], obj["terminal_id"]
+    for name, v in zip(("tx_id", "customer_id", "terminal_id"), ids, strict=True):
+        if type(v) is not str:
+            return Reject(f"bad_type:{name}", f"{name} must be a string, got {type(v).__name__}")
+        if _bad_id(v):
+            return Reject(f"bad_id:{name}", f"{name} must be 1..{ID_MAX_LEN} printable ASCII characters without spaces")
+    return ids
+
+
+def _check_ts(ts: Any, now_ms: int, max_future_ms: int, name: str = "ts", reason: str = "") -> Reject | None:
+    """``ts`` must be an integer epoch-ms time in range and not too far ahead of the record's timestamp."""
+    if type(ts) is not int:
+        return Reject(reason or f"bad_type:{name}", f"{name} must be an integer (epoch ms), got {type(ts).__name__}")
+    if not TS_MIN_MS <= ts < TS_MAX_MS:
+        return Reject(reason or "bad_ts", f"{name} {ts} outside [{TS_MIN_MS}, {TS_MAX_MS})")
+    if ts > now_ms + max_future_ms:
+        ahead = (ts - now_ms) / 1000
+        return Reject(reason or "future_ts", f"{name} {ts} is {ahead:.0f}s ahead of the record's timestamp")
+    return None
 
 
 def check_transaction(obj: Any, now_ms: int, max_future_ms: int) -> Tx | Reject:
     """Validate a decoded JSON value as a transaction."""
     if type(obj) is not dict:
         return Reject("not_object", f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        tx_id = obj["tx_id"]
-        ts = obj["ts"]
-        customer_id = obj["customer_id"]
-        terminal_id = obj["terminal_id"]
-        amount = obj["amount"]
-    except KeyError as exc:
-        return Reject(f"missing_field:{exc.args[0]}", f"missing field {exc.args[0]!r}")
-    for name, v in (("tx_id", tx_id), ("customer_id", customer_id), ("terminal_id", terminal_id)):
-        if type(v) is not str:
-            return Reject(f"bad_type:{name}", f"{name} must be a string, got {type(v).__name__}")
-        if _bad_id(v):
-            return Reject(f"bad_id:{name}", f"{name} must be 1..{ID_MAX_LEN} printable ASCII characters without spaces")
-    if type(ts) is not int:
-        return Reject("bad_type:ts", f"ts must be an integer (epoch ms), got {type(ts).__name__}")
-    if not TS_MIN_MS <= ts < TS_MAX_MS:
-        return Reject("bad_ts", f"ts {ts} outside [{TS_MIN_MS}, {TS_MAX_MS})")
-    if ts > now_ms + max_future_ms:
-        return Reject("future_ts", f"ts {ts} is {(ts - now_ms) / 1000:.0f}s ahead of the record's timestamp")
+    for name in ("tx_id", "ts", "customer_id", "terminal_id", "amount"):
+        if name not in obj:
+            return Reject(f"missing_field:{name}", f"missing field {name!r}")
+    ids = _check_ids(obj)
+    if isinstance(ids, Reject):
+        return ids
+    ts, amount = obj["ts"], obj["amount"]
+    bad_ts = _check_ts(ts, now_ms, max_future_ms)
+    if bad_ts is not None:
+        return bad_ts
     t = type(amount)
     if t is not float and t is not int:
         return Reject("bad_type:amount", f"amount must be a number, got {t.__name__}")
@@ -90,17 +117,40 @@ def check_transaction(obj: Any, now_ms: int, max_future_ms: int) -> Tx | Reject:
     cents = round(amount * 100)
     if abs(amount * 100 - cents) > 1e-6 * max(1.0, abs(amount)):
         return Reject("bad_amount:sub_cent", f"amount {amount!r} has a fraction of a cent")
-    return Tx(tx_id, ts, customer_id, terminal_id, int(cents))
+    return Tx(ids[0], ts, ids[1], ids[2], int(cents))
 
 
-def decode_transaction(raw: bytes | None, now_ms: int, max_future_ms: int = 3_600_000) -> Tx | Reject:
-    """Decode and validate one record value."""
+def check_label(obj: Any, now_ms: int, max_future_ms: int) -> Label | Reject:
+    """Validate a decoded JSON value as a label: the transaction's ids and ``ts`` as a transaction's,
+    ``is_fraud`` exactly 0 or 1 (not "0", not true, not 2), ``reported_at`` an integer time not before ``ts``."""
+    if type(obj) is not dict:
+        return Reject("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    for name in ("tx_id", "customer_id", "terminal_id", "ts", "is_fraud", "reported_at"):
+        if name not in obj:
+            return Reject(f"missing_field:{name}", f"missing field {name!r}")
+    ids = _check_ids(obj)
+    if isinstance(ids, Reject):
+        return ids
+    ts, fraud, rep = obj["ts"], obj["is_fraud"], obj["reported_at"]
+    bad = _check_ts(ts, now_ms, max_future_ms) or _check_ts(rep, now_ms, max_future_ms, "reported_at",
+                                                             "bad_reported_at")
+    if bad is not None:
+        return bad
+    if type(fraud) is not int or fraud not in (0, 1):
+        return Reject("bad_is_fraud", f"is_fraud must be the integer 0 or 1, got {fraud!r}"[:200])
+    if rep < ts:
+        return Reject("bad_reported_at", f"reported_at {rep} is before the transaction's ts {ts}")
+    return Label(ids[0], ts, ids[1], ids[2], fraud, rep)
+
+
+def _decode(raw: bytes | None) -> Any:
+    """The JSON value of a record, or a ``Reject``."""
     if not raw:
         return Reject("empty", "the record value is empty")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Reject("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         try:
             raw.decode("utf-8")
@@ -109,4 +159,15 @@ def decode_transaction(raw: bytes | None, now_ms: int, max_future_ms: int = 3_60
         if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
             return Reject("too_deep", str(exc)[:200])
         return Reject("bad_json", str(exc)[:200])
-    return check_transaction(obj, now_ms, max_future_ms)
+
+
+def decode_transaction(raw: bytes | None, now_ms: int, max_future_ms: int = 3_600_000) -> Tx | Reject:
+    """Decode and validate one transaction record value."""
+    obj = _decode(raw)
+    return obj if isinstance(obj, Reject) else check_transaction(obj, now_ms, max_future_ms)
+
+
+def decode_label(raw: bytes | None, now_ms: int, max_future_ms: int = 3_600_000) -> Label | Reject:
+    """Decode and validate one label record value."""
+    obj = _decode(raw)
+    return obj if isinstance(obj, Reject) else check_label(obj, now_ms, max_future_ms)
