@@ -131,10 +131,15 @@ LATENCY_STATS = _obj(
         "schema_version": _SCHEMA_VERSION,
         "worker_id": {"type": "string", "minLength": 1},
         "interval": _sub("the interval, epoch ms", {"start": {"type": "integer"}, "end": {"type": "integer"}}),
-        "counts": _sub("records in the interval", {
+        "counts": _sub("records in the interval (labels_*: label records read, dead-lettered, and counted from "
+                       "a later report slot because they arrived after theirs had closed)", {
             k: {"type": "integer", "minimum": 0}
-            for k in ("in", "scored", "flagged", "dead_lettered", "redelivered")
+            for k in ("in", "scored", "flagged", "dead_lettered", "redelivered", "labels_in",
+                      "labels_dead_lettered", "labels_late_restamped")
         }),
+        "state": {"type": "object", "description": "entries in each per-key state structure of the worker (bounded "
+                  "by the feature horizon: flat after 37 days of event time)",
+                  "additionalProperties": {"type": "integer", "minimum": 0}},
         "throughput_per_s": _NONNEG,
         "batch_size": _dist("records per inference batch"),
         "e2e_ms": _dist("input record timestamp -> broker ack of its output"),

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from schemas.features import DAY_MS, FEEDBACK_DELAY_DAYS, N_FEATURES, online_row
+from schemas.features import DAY_MS, N_FEATURES, online_row
 from schemas.messages import SCHEMA_VERSION
 from schemas.validate import Reject, Tx, decode_transaction
 from workers.state import Partial, TxPartition
@@ -60,8 +60,9 @@ class Admission:
 
 
 def needed_day(tx: Tx) -> int:
-    """The newest day whose terminal buckets this transaction's features read."""
-    return tx.ts // DAY_MS - FEEDBACK_DELAY_DAYS - 1
+    """The transaction's day: its features are final once the table is ready through it
+    (``TerminalTable.ready_through``: transaction days through ``day - 8``, report slots through ``day``)."""
+    return tx.ts // DAY_MS
 
 
 def admit_one(rec: Record, state: TxPartition, max_future_ms: int) -> Tx | Reject:

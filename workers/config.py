@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import ConfigError
+from schemas.features import LABEL_CUTOFF_MARGIN_MS
 from schemas.kafka_auth import KafkaAuth
 from schemas.settings import add, flag, non_negative_float, positive_int
 
@@ -58,6 +59,7 @@ class Settings:
     group_id: str
     auto_offset_reset: str
     lateness_ms: int
+    label_lateness_ms: int
     max_future_ms: int
     terminal_wait_s: float
     idle_ms: int
@@ -113,10 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         "where a new group starts: earliest | latest")
     add(p, "--lateness-ms", "FRAUDSTREAM_LATENESS_MS", 600_000,
         "allowed event-time lateness; later transactions go to the dead-letter topic", int)
+    add(p, "--label-lateness-ms", "FRAUDSTREAM_LABEL_LATENESS_MS", 600_000,
+        "how long after its reported_at a label may still arrive and count from its own report slot (a later one "
+        "counts from the next open slot, and is counted in labels_late_restamped); with --lateness-ms and --idle-ms "
+        "it must stay "
+        "below the one-hour margin of the label cut-off, so that no day waits at midnight", int)
     add(p, "--max-future-ms", "FRAUDSTREAM_MAX_FUTURE_MS", 3_600_000,
         "event time allowed ahead of the record's Kafka timestamp", int)
-    add(p, "--terminal-wait-s", "FRAUDSTREAM_TERMINAL_WAIT_S", 60.0,
-        "how long a batch waits for the terminal day buckets it needs to be final", non_negative_float)
+    add(p, "--terminal-wait-s", "FRAUDSTREAM_TERMINAL_WAIT_S", 900.0,
+        "how long a transaction waits for the terminal day buckets it needs to be final before it is dead-lettered "
+        "(in live time they are final an hour before its day begins; a wait means a transactions or labels partition "
+        "is behind by more than that); keep it above --lateness-ms", non_negative_float)
     add(p, "--idle-ms", "FRAUDSTREAM_IDLE_MS", 1000,
         "a caught-up transactions or labels partition without a record this long is idle: its days are closed "
         "up to the other partitions' (so it does not hold back finality)", int)
@@ -160,6 +169,17 @@ def batch_size(value: str) -> int:
     return 0 if value.strip().lower() == "auto" else positive_int(value)
 
 
+def _check_lateness(lateness_ms: int, label_lateness_ms: int, idle_ms: int) -> None:
+    """The defaults' promise — no transaction waits at a UTC midnight — holds only if a day's label cut-off
+    (LABEL_CUTOFF_MARGIN_MS before it) closes before the day begins, even with a quiet label feed."""
+    budget = lateness_ms + label_lateness_ms + idle_ms
+    if budget >= LABEL_CUTOFF_MARGIN_MS:
+        raise ConfigError(
+            f"--lateness-ms {lateness_ms} + --label-lateness-ms {label_lateness_ms} + --idle-ms {idle_ms} = "
+            f"{budget} ms reaches the label cut-off margin ({LABEL_CUTOFF_MARGIN_MS} ms before each UTC midnight): "
+            f"every day's first transactions would wait for labels; lower them so that they sum to less")
+
+
 def parse(argv: list[str] | None = None) -> Settings:
     """Parse flags and env into ``Settings``; a bad value raises ``ConfigError`` naming the fix."""
     try:
@@ -176,8 +196,10 @@ def parse(argv: list[str] | None = None) -> Settings:
         raise ConfigError(f"--consumer {a.consumer!r}: choose direct or agent (env FRAUDSTREAM_CONSUMER)")
     if a.auto_offset_reset not in OFFSET_RESETS:
         raise ConfigError(f"--auto-offset-reset {a.auto_offset_reset!r}: choose earliest or latest")
-    if a.lateness_ms < 0 or a.max_future_ms < 0 or a.retries < 0 or a.idle_ms <= 0:
-        raise ConfigError("--lateness-ms, --max-future-ms and --retries must be >= 0, --idle-ms > 0")
+    if a.lateness_ms < 0 or a.label_lateness_ms < 0 or a.max_future_ms < 0 or a.retries < 0 or a.idle_ms <= 0:
+        raise ConfigError("--lateness-ms, --label-lateness-ms, --max-future-ms and --retries must be >= 0, "
+                          "--idle-ms > 0")
+    _check_lateness(a.lateness_ms, a.label_lateness_ms, a.idle_ms)
     if a.retention_days < 38:
         raise ConfigError(f"--retention-days {a.retention_days} does not cover the 37-day state horizon (use >= 38)")
     key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
@@ -191,6 +213,7 @@ def parse(argv: list[str] | None = None) -> Settings:
         max_wait_ms=a.max_wait_ms, provider=a.provider, intra_op_threads=a.threads,
         inter_op_threads=a.inter_threads, stats_interval_s=a.stats_interval, worker_id=a.worker_id,
         group_id=a.group_id, auto_offset_reset=a.auto_offset_reset, lateness_ms=a.lateness_ms,
+        label_lateness_ms=a.label_lateness_ms,
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
         retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
         session_timeout_s=a.session_timeout_s, consumer=a.consumer, auth=KafkaAuth.from_env(),

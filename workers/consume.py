@@ -6,7 +6,8 @@ hands them to the same ``Runner``. Offsets are committed by us, after the output
 records were acknowledged, per partition up to the last flushed offset — the flushed records of a
 partition are always a prefix of what was admitted, in offset order, so nothing past an
 unacknowledged output is ever committed. A flush and its commit hold one lock, so commits never
-move backwards.
+move backwards. After each commit the partitions' ``txlow`` marks are published (only when they
+moved): the terminal table's bound rests on them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.runner import Runner
+from workers.services import publish_lows
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -73,6 +75,8 @@ class DirectConsumer:
             if last:
                 topic = self.s.topics.transactions
                 await self.consumer.commit({TopicPartition(topic, p): o + 1 for p, o in last.items()})
+            # After the commit: a restart re-scores from there, never below these days.
+            await publish_lows(self.runner.publisher, self.s, self.runner.table, self.runner.lows())
             return len(records)
 
     async def run(self) -> None:

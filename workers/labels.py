@@ -1,33 +1,50 @@
-"""The label aggregator: owns some partitions of the labels topic (its own consumer group) and
-publishes their closed report slots to the terminal-days topic."""
+"""The label aggregator: owns some partitions of the labels topic (its own consumer group), keeps
+their report slots (``workers.state.LabelPartition``) and publishes the closed ones to the
+terminal-days topic.
+
+Labels are validated like transactions (``schemas.validate.decode_label``) and the record key must
+be the label's terminal id — every label of one transaction then lands on one partition, which is
+what lets a later label replace an earlier one. A bad label goes to the dead-letter topic with its
+reason and is counted (stats topic and ``/metrics``); a valid label is never dead-lettered.
+
+A caught-up labels partition with no record for ``--idle-ms`` closes its slots up to the stream's
+clock (the transactions' event-time watermark this worker knows) less ``--label-lateness-ms``:
+label producers are expected to publish within that lateness of ``reported_at``.
+
+A retriable Kafka error is retried with backoff; anything else escapes the task, and the worker's
+supervisor makes the worker unhealthy and exits (never a silent freeze).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
-from schemas.features import FEEDBACK_DELAY_DAYS
-from schemas.validate import Reject
+from schemas.validate import Reject, decode_label
 from workers.batch import dead_letter_headers
 from workers.config import Settings
-from workers.publish import Publisher
+from workers.metrics import Metrics
+from workers.publish import Out, Publisher
 from workers.services import publish_closures
-from workers.state import LabelPartition
+from workers.state import LabelPartial, LabelPartition
+from workers.stats import StatsWindow
 from workers.terminals import LAB, LABWM, TerminalTable
 
 log = logging.getLogger("fraudstream.worker")
+Clock = Callable[[], int | None]  # the stream's event-time clock (ms), None while unknown
 
 
 class LabelAggregator:
-    """Owns some partitions of the labels topic (its own consumer group) and publishes their days."""
-
-    def __init__(self, s: Settings, table: TerminalTable, publisher: Publisher) -> None:
+    def __init__(self, s: Settings, table: TerminalTable, publisher: Publisher, stats: StatsWindow,
+                 metrics: Metrics, clock: Clock) -> None:
         self.s, self.table, self.publisher = s, table, publisher
+        self.stats, self.metrics, self.clock = stats, metrics, clock
         self.states: dict[int, LabelPartition] = {}
         self.last_seen: dict[int, float] = {}
         self.dead_lettered = 0
@@ -39,7 +56,7 @@ class LabelAggregator:
                                          group_id=f"{s.group_id}-labels", enable_auto_commit=False,
                                          auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels")
         await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(), name="label-aggregator")
 
     async def stop(self) -> None:
         if self._task:
@@ -47,57 +64,95 @@ class LabelAggregator:
         await self.consumer.stop()
 
     async def _run(self) -> None:
+        backoff = 0.5
         while True:
             try:
                 await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep aggregating; a broken step is logged and retried
-                log.exception("label aggregation step failed; retrying")
-                await asyncio.sleep(1)
+                backoff = 0.5
+            except KafkaError as exc:
+                if not getattr(exc, "retriable", False):
+                    raise
+                log.warning("label aggregation: %r; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def sizes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for state in self.states.values():
+            for k, v in state.sizes().items():
+                out[k] = out.get(k, 0) + v
+        return out
 
     async def _step(self) -> None:
-        assigned = self.consumer.assignment()
-        for tp in assigned:
-            if tp.partition not in self.states:  # a new assignment: rebuild from the start (idempotent)
-                self.states[tp.partition] = LabelPartition(tp.partition, 0)
-                self.last_seen[tp.partition] = time.monotonic()
-                await self.consumer.seek_to_beginning(tp)
-        for p in [p for p in self.states if TopicPartition(self.s.topics.labels, p) not in assigned]:
-            del self.states[p]
+        await self._follow_assignment()
         batches = await self.consumer.getmany(timeout_ms=100, max_records=10000)
         dead: list[tuple[Any, Reject]] = []
         now = time.monotonic()
+        n = restamped = 0
         for tp, records in batches.items():
             state = self.states.get(tp.partition)
             if state is None:
                 continue
             self.last_seen[tp.partition] = now
+            before = state.restamped
             for r in records:
-                try:
-                    v = orjson.loads(r.value)
-                    reject = state.admit(str(v["tx_id"]), str(v["terminal_id"]), int(v["ts"]), bool(v["is_fraud"]))
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    reject = Reject("bad_label", f"{type(exc).__name__}: {exc}"[:300])
-                if reject is not None:
-                    dead.append((r, reject))
+                n += 1
+                got = self._decode(r)
+                if isinstance(got, Reject):
+                    dead.append((r, got))
+                else:
+                    state.admit(got)
+            restamped += state.restamped - before
+        if n:
+            self.stats.record_labels(n, len(dead), restamped)
+            self.metrics.record_labels(n, (rj.reason for _, rj in dead), restamped)
         if dead:
             self.dead_lettered += len(dead)
             await self.publisher.send_all(
                 (self.s.topics.dlq, r.key, r.value or b"",
                  dead_letter_headers(r.partition, r.offset, rj, r.topic, self.s.worker_id))
                 for r, rj in dead)
-        tx_final = self.table.tx_final_through()
+        await self._close(now)
+
+    def _decode(self, r: Any) -> Any:
+        got = decode_label(r.value, r.timestamp, self.s.max_future_ms)
+        if not isinstance(got, Reject) and r.key != got.terminal_id.encode():
+            key = "no key" if r.key is None else f"record key {r.key[:80]!r}"
+            return Reject("key_mismatch", f"{key}: a label's key must be its terminal_id {got.terminal_id!r} "
+                                          f"(so that every label of a transaction lands on one partition)")
+        return got
+
+    async def _follow_assignment(self) -> None:
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            if tp.partition not in self.states:  # a new assignment: rebuild from the start (idempotent)
+                self.states[tp.partition] = LabelPartition(tp.partition, self.s.label_lateness_ms)
+                self.last_seen[tp.partition] = time.monotonic()
+                await self.consumer.seek_to_beginning(tp)
+        for p in [p for p in self.states if TopicPartition(self.s.topics.labels, p) not in assigned]:
+            del self.states[p]
+
+    async def _close(self, now: float) -> None:
+        """Close the slots each partition's watermark (or, idle, the stream's clock) has passed; publish them,
+        and tombstone our partitions' records that fell below the table's floor."""
+        clock = self.clock()
+        closures: list[tuple[int, list[LabelPartial], int | None]] = []
         for p, state in self.states.items():
-            idle_through = None
-            tp = TopicPartition(self.s.topics.labels, p)
-            caught_up = self.consumer.highwater(tp) is not None and (await self.consumer.position(tp)) >= (
-                self.consumer.highwater(tp) or 0)
-            if tx_final is not None and caught_up and now - self.last_seen[p] >= self.s.idle_ms / 1000:
-                # Nothing pending on this partition: labels of days that ended a feedback delay
-                # before the transactions' watermark have all been published.
-                idle_through = tx_final - FEEDBACK_DELAY_DAYS
-            partials = state.close_days(idle_through)
+            idle = None
+            if clock is not None and now - self.last_seen[p] >= self.s.idle_ms / 1000 and await self._caught_up(p):
+                idle = clock - self.s.label_lateness_ms
+            floor = self.table.floor
+            partials = [(slot, c) for slot, c in state.close_slots(idle) if c and (floor is None or slot >= floor)]
             if partials or (state.closed_through is not None and self.table.label_wm.get(p) != state.closed_through):
-                await publish_closures(self.publisher, self.table, self.s.topics.terminal_days, LAB, LABWM,
-                                       [(p, partials, state.closed_through)])
+                closures.append((p, partials, state.closed_through))
+        if closures:
+            await publish_closures(self.publisher, self.table, self.s.topics.terminal_days, LAB, LABWM, closures)
+        stale = self.table.take_stale(LAB, set(self.states))
+        if stale:
+            tombstones: list[Out] = [(self.s.topics.terminal_days, key, None, None) for key in stale]
+            await self.publisher.send_all(tombstones)
+
+    async def _caught_up(self, p: int) -> bool:
+        tp = TopicPartition(self.s.topics.labels, p)
+        high = self.consumer.highwater(tp)
+        return high is not None and (await self.consumer.position(tp)) >= high

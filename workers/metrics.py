@@ -109,6 +109,14 @@ class Metrics:
         self.ready = Gauge("fraudstream_ready", "1 when /readyz answers 200", registry=r)
         self.model_info = Gauge("fraudstream_model_info", "the model this worker scores with",
                                 ["model_version", "feature_version", "provider", "graph"], registry=r)
+        self.labels = Counter("fraudstream_labels_consumed", "records read from the labels topic", registry=r)
+        self.label_dead_letters = Counter("fraudstream_label_dead_letters", "label records sent to the dead-letter "
+                                          "topic, by reason category", ["reason"], registry=r)
+        self.labels_restamped = Counter("fraudstream_labels_late_restamped", "labels that arrived after their report "
+                                        "slot had closed (later than --label-lateness-ms): counted from the next slot",
+                                        registry=r)
+        self.state = Gauge("fraudstream_state_entries", "entries in each per-key state structure of the worker",
+                           ["structure"], registry=r)
         self._lag_partitions: set[int] = set()
 
     # --- the hot path: once per batch -------------------------------------------------------------
@@ -131,6 +139,13 @@ class Metrics:
         for category, n in Tally(reason.split(":", 1)[0] for reason in dead_reasons).items():
             self.dead_letters.labels(category).inc(n)
 
+    def record_labels(self, n: int, dead_reasons: Iterable[str], restamped: int) -> None:
+        self.labels.inc(n)
+        for category, k in Tally(reason.split(":", 1)[0] for reason in dead_reasons).items():
+            self.label_dead_letters.labels(category).inc(k)
+        if restamped:
+            self.labels_restamped.inc(restamped)
+
     # --- state, set now and then ----------------------------------------------------------------
 
     def set_model(self, model_version: str, feature_version: str, provider: str, graph: str) -> None:
@@ -149,6 +164,10 @@ class Metrics:
         self._lag_partitions = set(lags)
         self.assigned.set(len(lags))
         self.stalled.set(stalled)
+
+    def set_state(self, sizes: dict[str, int]) -> None:
+        for name, n in sizes.items():
+            self.state.labels(name).set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

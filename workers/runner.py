@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from schemas.bundle import Bundle
 from schemas.errors import ScoringError
+from schemas.features import DAY_MS
 from schemas.validate import Reject
 from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_message
 from workers.config import Settings
@@ -77,7 +78,7 @@ class Runner:
         item = q[0]
         if item.admitted is None:
             return False
-        final = self.table.final_through()
+        final = self.table.ready_through()
         blocked = final is None or needed_day(item.admitted.tx) > final
         return blocked and time.monotonic() - item.since < self.s.terminal_wait_s
 
@@ -131,7 +132,7 @@ class Runner:
 
     def _decidable(self) -> list[Pending]:
         """Per partition, the queue prefix that can be decided now (removed from the queues)."""
-        final = self.table.final_through()
+        final = self.table.ready_through()
         deadline = time.monotonic() - self.s.terminal_wait_s
         out: list[Pending] = []
         for q in self.pending.values():
@@ -141,8 +142,8 @@ class Runner:
                     if item.since > deadline:
                         break
                     item.reject = Reject("terminal_state_not_final",
-                                         f"terminal buckets through day {needed_day(item.admitted.tx)} were not final "
-                                         f"within {self.s.terminal_wait_s:.0f}s (final through {final})")
+                                         f"terminal buckets for day {needed_day(item.admitted.tx)} were not final "
+                                         f"within {self.s.terminal_wait_s:.0f}s (ready through {final})")
                     item.admitted = None
                     log.warning("%s: transactions closed %s, labels closed %s", item.reject.detail, self.table.tx_wm,
                                 self.table.label_wm)
@@ -240,5 +241,34 @@ class Runner:
         self.stats.record_dead_lettered(len(dead))
         self.stats.record_redelivered(sum(1 for a in ready if not a.new))
 
-    def stats_message(self) -> dict[str, object]:
-        return self.stats.snapshot(self.s.worker_id, self.scorer.provider, self.model_version, now_ms())
+    def stream_clock(self) -> int | None:
+        """The stream's event-time clock as this worker knows it: its partitions' newest event time less the
+        lateness, or the start of the day after the last one every partition closed (None: unknown)."""
+        mine = [st.max_ts - st.lateness_ms for st in self.states.values() if st.max_ts >= 0]
+        final = self.table.tx_final_through()
+        known = mine + ([(final + 1) * DAY_MS] if final is not None else [])
+        return max(known) if known else None
+
+    def lows(self) -> dict[int, int]:
+        """Per partition, the oldest day a restart from its last commit may score (``TxPartition.low_day``);
+        call it after a commit. A queued transaction's successors are at most the lateness older than it."""
+        out: dict[int, int] = {}
+        for p, state in self.states.items():
+            first = next((i.admitted.tx.ts for i in self.pending.get(p, ()) if i.admitted is not None), None)
+            low = state.low_day(None if first is None else first - state.lateness_ms)
+            if low is not None:
+                out[p] = low
+        return out
+
+    def state_sizes(self, extra: dict[str, int] | None = None) -> dict[str, int]:
+        """Entries in every per-key structure of this worker (exported as metrics and in the stats topic)."""
+        sizes: dict[str, int] = {"pending": self.pending_count(), **self.table.sizes(), **(extra or {})}
+        for state in self.states.values():
+            for k, v in state.sizes().items():
+                sizes[k] = sizes.get(k, 0) + v
+        return sizes
+
+    def stats_message(self, extra_sizes: dict[str, int] | None = None) -> dict[str, object]:
+        sizes = self.state_sizes(extra_sizes)
+        self.metrics.set_state(sizes)
+        return self.stats.snapshot(self.s.worker_id, self.scorer.provider, self.model_version, now_ms(), sizes)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,7 +20,7 @@ from workers.batch import Record, admit_one, replay_of
 from workers.config import Settings
 from workers.publish import Out, Publisher
 from workers.state import Partial, TxPartition
-from workers.terminals import TX, TXWM, TerminalTable, partial_key, watermark_key
+from workers.terminals import TX, TXLOW, TXWM, TerminalTable, dumps, partial_key, watermark_key
 
 log = logging.getLogger("fraudstream.worker")
 
@@ -77,6 +79,9 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
                 rec = Record(partition, r.offset, r.timestamp, r.key, r.value, 0, replay_of(partition, r.headers))
                 admit_one(rec, state, s.max_future_ms)
                 replayed += 1
+            # The days these records close were published by whoever admitted them before committing
+            # past them; closing them here keeps the replay's memory to the horizon (and evicts alike).
+            state.close_days()
     finally:
         await consumer.stop()
     state.next_offset = upto
@@ -97,11 +102,11 @@ async def publish_tx_closures(publisher: Publisher, s: Settings, table: Terminal
 
 
 async def publish_closures(publisher: Publisher, table: TerminalTable, topic: str, kind: str, wm_kind: str,
-                           closures: list[tuple[int, list[Partial], int | None]]) -> None:
+                           closures: Sequence[tuple[int, Sequence[tuple[int, Any]], int | None]]) -> None:
     """Closed day counts of every partition in one send, then (after their acks) the partitions'
     watermarks in one — two broker round trips however many partitions closed a day — then the same
     records applied to our own table."""
-    counts: list[Out] = [(topic, partial_key(kind, partition, day), orjson.dumps(c), None)
+    counts: list[Out] = [(topic, partial_key(kind, partition, day), dumps(c), None)
                          for partition, partials, _ in closures for day, c in partials]
     marks: list[Out] = [(topic, watermark_key(wm_kind, partition), orjson.dumps(closed_through), None)
                         for partition, _, closed_through in closures if closed_through is not None]
@@ -110,6 +115,21 @@ async def publish_closures(publisher: Publisher, table: TerminalTable, topic: st
     if marks:
         await publisher.send_all(marks)
     apply_acknowledged(table, counts + marks)
+
+
+async def publish_lows(publisher: Publisher, s: Settings, table: TerminalTable, lows: dict[int, int]) -> None:
+    """Our partitions' ``txlow`` marks that moved (after the commit they describe), then tombstones for
+    our partitions' records that fell below the table's floor."""
+    topic = s.topics.terminal_days
+    marks: list[Out] = [(topic, watermark_key(TXLOW, p), orjson.dumps(low), None)
+                        for p, low in lows.items() if table.tx_low.get(p, low - 1) < low]
+    if marks:
+        await publisher.send_all(marks)
+        apply_acknowledged(table, marks)
+    stale = table.take_stale(TX, set(lows))
+    if stale:
+        tombstones: list[Out] = [(topic, key, None, None) for key in stale]
+        await publisher.send_all(tombstones)
 
 
 def apply_acknowledged(table: TerminalTable, records: list[Out]) -> None:
@@ -121,4 +141,4 @@ def apply_acknowledged(table: TerminalTable, records: list[Out]) -> None:
             table.apply(key, value)
 
 
-__all__ = ["TableReader", "publish_closures", "publish_tx_closures", "rebuild_partition"]
+__all__ = ["TableReader", "publish_closures", "publish_lows", "publish_tx_closures", "rebuild_partition"]

@@ -7,16 +7,36 @@ transactions for days not yet closed. A day closes when the watermark (newest ``
 allowed lateness) has passed it; its counts are then published to the terminal-days topic and
 never change again.
 
-``LabelPartition`` does the same for one partition of the labels topic: fraud tx ids per
-(day, terminal), published when the label watermark passes the day.
+``LabelPartition`` does the same for one partition of the labels topic, in *report* time: the
+labels of each open report slot (``schemas.features.report_slot``), and for each labelled
+transaction whether it counts as a fraud as of the last closed slot. A slot closes when the
+partition's report-time watermark (newest ``reported_at`` less the allowed lateness, or the
+stream's clock for a quiet partition) passes its cut-off; its changes of fraud counts per
+(terminal, day) are then published and never change again.
+
+Bounds (every per-key structure, and when it is dropped):
+- customers: a customer whose newest transaction is older than 30 days plus the lateness behind
+  the partition's newest event is forgotten with the last day of its transactions;
+- seen tx ids: whole event days at a time, once the day is older than that horizon;
+- open day counts: popped when their day closes;
+- label slots: popped when they close; labelled frauds: dropped once their transaction day is
+  older than the terminal horizon (37 days) before the last closed slot, when no window reaches it.
 """
 
 from __future__ import annotations
 
-from schemas.features import CUSTOMER_HORIZON_MS, DAY_MS, CustomerHistory
-from schemas.validate import Reject, Tx
+from schemas.features import (
+    CUSTOMER_HORIZON_MS,
+    DAY_MS,
+    TERMINAL_HORIZON_DAYS,
+    CustomerHistory,
+    report_slot,
+    slots_closed_through,
+)
+from schemas.validate import Label, Reject, Tx
 
 Partial = tuple[int, dict[str, int]]  # (day, {terminal_id: count})
+LabelPartial = tuple[int, dict[str, dict[int, int]]]  # (report slot, {terminal_id: {day: change of frauds}})
 
 
 def closing_through(max_ts: int, lateness_ms: int, closed_through: int | None, idle_through: int | None) -> int | None:
@@ -36,7 +56,7 @@ class TxPartition:
         self.lateness_ms = lateness_ms
         self.customers: dict[str, CustomerHistory] = {}
         self.seen: dict[str, tuple[int, int]] = {}
-        self.seen_days: dict[int, list[str]] = {}  # event day -> tx ids first seen that day (for eviction)
+        self.seen_days: dict[int, list[tuple[str, str]]] = {}  # event day -> (tx id, customer) first seen that day
         self.max_ts = -1
         self.open_days: dict[int, dict[str, int]] = {}
         self.closed_through: int | None = None
@@ -65,7 +85,7 @@ class TxPartition:
         ids = self.seen_days.get(day)
         if ids is None:
             ids = self.seen_days[day] = []
-        ids.append(tx.tx_id)
+        ids.append((tx.tx_id, tx.customer_id))
         counts = self.open_days.setdefault(day, {})
         counts[tx.terminal_id] = counts.get(tx.terminal_id, 0) + 1
         if tx.ts > self.max_ts:
@@ -86,41 +106,102 @@ class TxPartition:
             return []
         self.closed_through = through
         done = sorted(d for d in self.open_days if d <= through)
-        # Forget tx ids whole days at a time, once the entire day is older than the horizon: cost
-        # proportional to what is evicted (rebuilding the dict cost ~100 ms a day close at 75 k ids).
-        horizon_day = (self.max_ts - CUSTOMER_HORIZON_MS - self.lateness_ms) // DAY_MS
-        for d in [d for d in self.seen_days if d < horizon_day]:
-            for tx_id in self.seen_days.pop(d):
-                del self.seen[tx_id]
+        self._forget_old()
         return [(d, self.open_days.pop(d)) for d in done]
+
+    def _forget_old(self) -> None:
+        """Forget tx ids whole days at a time once the entire day is older than the horizon (cost
+        proportional to what is evicted), and with them customers whose history has emptied: no
+        transaction still to come (at most the lateness behind the newest) reads before ``cut``."""
+        cut = self.max_ts - CUSTOMER_HORIZON_MS - self.lateness_ms
+        for d in [d for d in self.seen_days if d < cut // DAY_MS]:
+            for tx_id, customer in self.seen_days.pop(d):
+                del self.seen[tx_id]
+                history = self.customers.get(customer)
+                if history is not None:
+                    history.evict_before(cut)
+                    if not history.ts:
+                        del self.customers[customer]
+
+    def low_day(self, pending_min_ts: int | None) -> int | None:
+        """The oldest event day a transaction not yet committed (``pending_min_ts``: the oldest queued) or
+        still to come can have — what a restart from the last commit may re-score; None: unknown."""
+        if self.max_ts < 0:
+            return None if self.closed_through is None else self.closed_through + 1
+        low = self.max_ts - self.lateness_ms
+        if pending_min_ts is not None:
+            low = min(low, pending_min_ts)
+        return low // DAY_MS
+
+    def sizes(self) -> dict[str, int]:
+        return {"customers": len(self.customers), "seen_tx_ids": len(self.seen),
+                "customer_transactions": sum(len(h.ts) for h in self.customers.values()),
+                "open_days": len(self.open_days)}
 
 
 class LabelPartition:
     def __init__(self, partition: int, lateness_ms: int) -> None:
         self.partition = partition
         self.lateness_ms = lateness_ms
-        self.frauds: dict[int, dict[str, set[str]]] = {}
-        self.max_ts = -1
-        self.closed_through: int | None = None
+        self.slots: dict[int, dict[str, Label]] = {}       # open report slot -> tx_id -> its latest label there
+        self.frauds: dict[int, dict[str, str]] = {}        # day -> {tx_id: terminal} counted as fraud now
+        self.max_reported = -1
+        self.closed_through: int | None = None              # the last closed report slot
+        self.restamped = 0                                  # labels later than a closed cut-off (see admit)
+        self.beyond_horizon = 0                             # labels of days no window reaches any more
 
-    def admit(self, tx_id: str, terminal_id: str, ts: int, is_fraud: bool) -> Reject | None:
-        day = ts // DAY_MS
-        if self.closed_through is not None and day <= self.closed_through:
-            return Reject("late", f"label for ts {ts} arrived after its day was closed")
-        bucket = self.frauds.setdefault(day, {}).setdefault(terminal_id, set())
-        if is_fraud:
-            bucket.add(tx_id)
-        else:
-            bucket.discard(tx_id)
-        if ts > self.max_ts:
-            self.max_ts = ts
-        return None
+    def admit(self, label: Label) -> None:
+        """Apply a valid label. One reported before a cut-off this partition already closed (its producer
+        was later than the allowed lateness) counts from the next open slot on: never dropped, but the
+        offline features (which count it from its own slot) differ for the days in between; counted."""
+        slot = report_slot(label.reported_at)
+        if self.closed_through is not None and slot <= self.closed_through:
+            slot = self.closed_through + 1
+            self.restamped += 1
+        if label.ts // DAY_MS < slot - TERMINAL_HORIZON_DAYS - 1:
+            self.beyond_horizon += 1
+            return
+        bucket = self.slots.setdefault(slot, {})
+        cur = bucket.get(label.tx_id)
+        if cur is None or (label.reported_at, label.is_fraud) > (cur.reported_at, cur.is_fraud):
+            bucket[label.tx_id] = label
+        if label.reported_at > self.max_reported:
+            self.max_reported = label.reported_at
 
-    def close_days(self, idle_through: int | None = None) -> list[Partial]:
-        """Close the days the label watermark (or, when idle, ``idle_through``) has passed."""
-        through = closing_through(self.max_ts, self.lateness_ms, self.closed_through, idle_through)
-        if through is None:
+    def close_slots(self, idle_clock_ms: int | None = None) -> list[LabelPartial]:
+        """Close the report slots the watermark has passed — newest ``reported_at`` less the lateness, or
+        for a caught-up partition that has gone quiet ``idle_clock_ms`` (the stream's clock less the
+        lateness) — and return their changes of fraud counts, oldest first."""
+        marks = [m for m in (self.max_reported - self.lateness_ms if self.max_reported >= 0 else None,
+                             idle_clock_ms) if m is not None]
+        if not marks:
+            return []
+        through = slots_closed_through(max(marks))
+        if self.closed_through is not None and through <= self.closed_through:
             return []
         self.closed_through = through
-        done = sorted(d for d in self.frauds if d <= through)
-        return [(d, {t: len(ids) for t, ids in self.frauds.pop(d).items() if ids}) for d in done]
+        out = [(slot, self._changes(self.slots.pop(slot))) for slot in sorted(s for s in self.slots if s <= through)]
+        floor = through - TERMINAL_HORIZON_DAYS - 1
+        for d in [d for d in self.frauds if d < floor]:
+            del self.frauds[d]
+        return out
+
+    def _changes(self, labels: dict[str, Label]) -> dict[str, dict[int, int]]:
+        changes: dict[str, dict[int, int]] = {}
+        for tx_id, lab in labels.items():
+            day = lab.ts // DAY_MS
+            frauds = self.frauds.get(day)
+            was = 1 if frauds is not None and tx_id in frauds else 0
+            if lab.is_fraud == was:
+                continue
+            if lab.is_fraud:
+                self.frauds.setdefault(day, {})[tx_id] = lab.terminal_id
+            elif frauds is not None:
+                del frauds[tx_id]
+            per_day = changes.setdefault(lab.terminal_id, {})
+            per_day[day] = per_day.get(day, 0) + lab.is_fraud - was
+        return changes
+
+    def sizes(self) -> dict[str, int]:
+        return {"label_open_slots": len(self.slots), "label_pending": sum(len(b) for b in self.slots.values()),
+                "label_frauds": sum(len(f) for f in self.frauds.values())}

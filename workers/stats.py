@@ -25,7 +25,8 @@ US_MAX = 3_600_000_000  # one hour in microseconds
 COUNT_MAX = 1_000_000
 SIGNIFICANT_DIGITS = 3
 ENCODING = "hdrhistogram-v2-base64"
-COUNT_KEYS = ("in", "scored", "flagged", "dead_lettered", "redelivered")
+COUNT_KEYS = ("in", "scored", "flagged", "dead_lettered", "redelivered", "labels_in", "labels_dead_lettered",
+              "labels_late_restamped")
 
 
 class _Hist:
@@ -117,6 +118,11 @@ class StatsWindow:
     def record_dead_lettered(self, n: int) -> None:
         self.counts["dead_lettered"] += n
 
+    def record_labels(self, n: int, dead_lettered: int, restamped: int) -> None:
+        self.counts["labels_in"] += n
+        self.counts["labels_dead_lettered"] += dead_lettered
+        self.counts["labels_late_restamped"] += restamped
+
     def record_redelivered(self, n: int) -> None:
         self.counts["redelivered"] += n
 
@@ -130,7 +136,8 @@ class StatsWindow:
         self.queue.record(_as_us(queue_ms))
         self.e2e.record(_as_us(e2e_ms))
 
-    def snapshot(self, worker_id: str, provider: str, model_version: str, now_ms: int) -> dict[str, Any]:
+    def snapshot(self, worker_id: str, provider: str, model_version: str, now_ms: int,
+                 state: dict[str, int] | None = None) -> dict[str, Any]:
         """The ``LATENCY_STATS`` message for [start, now_ms]; then reset, the next interval starting at now_ms."""
         seconds = (now_ms - self.start_ms) / 1000
         done = self.counts["scored"] + self.counts["dead_lettered"]
@@ -146,6 +153,7 @@ class StatsWindow:
             "inference_ms": self.inference.distribution(1000.0),
             "provider": provider,
             "model_version": model_version,
+            "state": state or {},
         }
         self.start_ms = now_ms
         self._reset()

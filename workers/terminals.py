@@ -1,90 +1,179 @@
-"""Terminal aggregates shared by every worker: final whole-day buckets from a compacted topic.
+"""Terminal aggregates shared by every worker: final whole-day cells from a compacted topic.
 
 Records on the terminal-days topic (one partition, ``cleanup.policy=compact``), value JSON:
 
-- ``tx/<p>/<day>``: ``{terminal_id: transactions}`` of transactions partition ``p`` on ``day``
-- ``txwm/<p>``:     the last day closed by transactions partition ``p``
-- ``lab/<q>/<day>``: ``{terminal_id: frauds}`` labelled on labels partition ``q`` for ``day``
-- ``labwm/<q>``:    the last day closed by labels partition ``q``
+- ``tx/<p>/<day>``:    ``{terminal_id: transactions}`` of transactions partition ``p`` on ``day``
+- ``txwm/<p>``:        the last day closed by transactions partition ``p``
+- ``txlow/<p>``:       the oldest event day partition ``p`` may still score (its oldest uncommitted
+                       transaction, or what may still come): no score reads below it minus 37 days
+- ``lbl/<q>/<slot>``:  ``{terminal_id: {day: change of frauds}}`` of the labels of labels partition
+                       ``q`` reported in report slot ``slot`` (``schemas.features.report_slot``)
+- ``lblwm/<q>``:       the last report slot closed by labels partition ``q``
 
 Each value *replaces* the previous one for its key, so re-publishing (a restart, a rebalance) is
-idempotent. A producer publishes a partition's day counts before the watermark that closes them,
-on the same topic partition, so a reader that has seen ``txwm/p = d`` has every count of ``p`` up
-to ``d``. A day is **final** when every transactions partition and every labels partition has
-closed it; ``lookup`` is only asked about final days, so no score depends on scheduling.
+idempotent; a tombstone (no value) removes it. A producer publishes a partition's counts before the
+watermark that closes them, on the same topic partition, so a reader that has seen ``txwm/p = d``
+has every count of ``p`` up to ``d``. A transaction on day ``d`` is **ready** when every
+transactions partition has closed ``d - 8`` (the newest day its windows read) and every labels
+partition has closed slot ``d``; ``windows`` is only asked about ready days, so no score depends on
+scheduling.
+
+Bound: with ``L`` the oldest ``txlow`` of all transactions partitions, no transaction still to be
+scored — after a kill -9 too, since ``txlow`` is published after the commit — reads a day before
+``L - 37``: cells, record partials and keys below that floor are dropped (the owners of the
+partitions then tombstone those keys). Memory: terminals x 38 days x ~100 bytes.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
-from schemas.features import nested_windows
+from schemas.features import FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS, Cell, nested_windows
 
-TX, TXWM, LAB, LABWM = "tx", "txwm", "lab", "labwm"
+TX, TXWM, TXLOW, LAB, LABWM = "tx", "txwm", "txlow", "lbl", "lblwm"
+_MARKS = (TXWM, TXLOW, LABWM)
 
 
-def partial_key(kind: str, partition: int, day: int) -> bytes:
-    return f"{kind}/{partition}/{day}".encode()
+def partial_key(kind: str, partition: int, index: int) -> bytes:
+    return f"{kind}/{partition}/{index}".encode()
 
 
 def watermark_key(kind: str, partition: int) -> bytes:
     return f"{kind}/{partition}".encode()
 
 
-class TerminalTable:
-    """Final and pending day buckets per terminal: ``terminal -> day -> [transactions, frauds]``.
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
-    Nothing is ever dropped: after a restart or a rebalance, a partition is re-scored from its last
-    committed offset, which can be many event days behind the watermarks its previous owner had
-    already published (admission runs ahead of commits by up to the backpressure bound), so no
-    bound derived from finality is safe. (Trimming below the final day broke scores after a kill -9
-    in the fault suite.) Memory grows with terminals x days: ~100 bytes per pair.
-    """
+
+class TerminalTable:
+    """Cells per terminal and day: ``terminal -> day -> [transactions, {slot: change of frauds} | None]``."""
 
     def __init__(self, tx_partitions: int, label_partitions: int) -> None:
         self.tx_partitions = tx_partitions
         self.label_partitions = label_partitions
-        self._partials: dict[tuple[str, int, int], dict[str, int]] = {}
-        self.tx_wm: dict[int, int] = {}
-        self.label_wm: dict[int, int] = {}
-        self._days: dict[str, dict[int, list[int]]] = {}
+        self._partials: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self.marks: dict[str, dict[int, int]] = {k: {} for k in _MARKS}
+        self.tx_wm, self.tx_low, self.label_wm = self.marks[TXWM], self.marks[TXLOW], self.marks[LABWM]
+        self._days: dict[str, dict[int, Cell]] = {}
+        self._by_day: dict[int, set[str]] = {}
+        self.floor: int | None = None
+        self.stale: set[tuple[str, int, int]] = set()  # keys dropped below the floor, to tombstone
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         parts = key.decode().split("/")
-        if parts[0] in (TXWM, LABWM) and len(parts) == 2 and value is not None:
-            wm = self.tx_wm if parts[0] == TXWM else self.label_wm
-            wm[int(parts[1])] = max(wm.get(int(parts[1]), int(orjson.loads(value))), int(orjson.loads(value)))
+        if parts[0] in _MARKS and len(parts) == 2:
+            if value is not None:
+                marks, p, v = self.marks[parts[0]], int(parts[1]), int(orjson.loads(value))
+                marks[p] = max(marks.get(p, v), v)
+                if parts[0] == TXLOW:
+                    self._trim()
             return
         if parts[0] not in (TX, LAB) or len(parts) != 3:
+            return  # another feature set's records (fs1 wrote "lab"), or a key we do not know
+        ident = (parts[0], int(parts[1]), int(parts[2]))
+        old = self._partials.pop(ident, None)
+        if old is not None:
+            self._add(ident, old, -1)
+        self.stale.discard(ident)
+        if value is None:
             return
-        kind, p, day = parts[0], int(parts[1]), int(parts[2])
-        col = 0 if kind == TX else 1
-        days = self._days
-        for terminal, n in self._partials.pop((kind, p, day), {}).items():
-            days[terminal][day][col] -= n
-        new: dict[str, int] = orjson.loads(value) if value else {}
-        for terminal, n in new.items():
-            cells = days.get(terminal)
-            if cells is None:
-                cells = days[terminal] = {}
-            cell = cells.get(day)
-            if cell is None:
-                cell = cells[day] = [0, 0]
-            cell[col] += n
-        self._partials[(kind, p, day)] = new
+        new = self._above_floor(ident, orjson.loads(value))
+        if new:
+            self._add(ident, new, 1)
+            self._partials[ident] = new
+
+    def _above_floor(self, ident: tuple[str, int, int], partial: dict[str, Any]) -> dict[str, Any]:
+        floor = self.floor
+        if floor is None:
+            return partial
+        if ident[0] == TX:
+            return partial if ident[2] >= floor else {}
+        out = {}
+        for terminal, per_day in partial.items():
+            kept = {d: n for d, n in per_day.items() if int(d) >= floor}
+            if kept:
+                out[terminal] = kept
+        return out
+
+    def _add(self, ident: tuple[str, int, int], partial: dict[str, Any], sign: int) -> None:
+        kind, _, index = ident
+        if kind == TX:
+            for terminal, n in partial.items():
+                self._cell(terminal, index)[0] += sign * n
+            return
+        for terminal, per_day in partial.items():
+            for day, change in per_day.items():
+                cell = self._cell(terminal, int(day))
+                deltas = cell[1] if cell[1] is not None else {}
+                left = deltas.get(index, 0) + sign * change
+                if left:
+                    deltas[index] = left
+                else:
+                    deltas.pop(index, None)
+                cell[1] = deltas or None
+
+    def _cell(self, terminal: str, day: int) -> Cell:
+        cells = self._days.get(terminal)
+        if cells is None:
+            cells = self._days[terminal] = {}
+        cell = cells.get(day)
+        if cell is None:
+            cell = cells[day] = [0, None]
+            self._by_day.setdefault(day, set()).add(terminal)
+        return cell
+
+    def _trim(self) -> None:
+        """Drop what no transaction still to be scored can read: days before the floor."""
+        if len(self.tx_low) < self.tx_partitions:
+            return
+        floor = min(self.tx_low[p] for p in range(self.tx_partitions)) - TERMINAL_HORIZON_DAYS - 1
+        if self.floor is not None and floor <= self.floor:
+            return
+        self.floor = floor
+        for day in [d for d in self._by_day if d < floor]:
+            for terminal in self._by_day.pop(day):
+                cells = self._days[terminal]
+                cells.pop(day, None)
+                if not cells:
+                    del self._days[terminal]
+        for ident, partial in list(self._partials.items()):
+            # A label slot's changes are of earlier days (a slot comes after its labels' days).
+            if ident[2] < floor:
+                del self._partials[ident]
+                self.stale.add(ident)
+            elif ident[0] == LAB:
+                self._partials[ident] = self._above_floor(ident, partial)
+
+    def take_stale(self, kind: str, partitions: set[int]) -> list[bytes]:
+        """Keys of ``kind`` for ``partitions`` dropped below the floor, for their owner to tombstone."""
+        mine = [k for k in self.stale if k[0] == kind and k[1] in partitions]
+        self.stale.difference_update(mine)
+        return [partial_key(*k) for k in mine]
 
     def tx_final_through(self) -> int | None:
         if len(self.tx_wm) < self.tx_partitions:
             return None
         return min(self.tx_wm[p] for p in range(self.tx_partitions))
 
-    def final_through(self) -> int | None:
-        """The last day that every transactions and labels partition has closed (None: not yet known)."""
-        tx = self.tx_final_through()
-        if tx is None or len(self.label_wm) < self.label_partitions:
+    def label_final_through(self) -> int | None:
+        if len(self.label_wm) < self.label_partitions:
             return None
-        return min(tx, *(self.label_wm[q] for q in range(self.label_partitions)))
+        return min(self.label_wm[q] for q in range(self.label_partitions))
 
-    def windows(self, terminal_id: str, hi: int) -> list[tuple[int, int]]:
-        """(transactions, frauds) of each terminal window ending with day ``hi`` (asked of final days only)."""
-        return nested_windows(self._days.get(terminal_id), hi)
+    def ready_through(self) -> int | None:
+        """The last transaction day whose windows are final (None: not yet known)."""
+        tx, lab = self.tx_final_through(), self.label_final_through()
+        if tx is None or lab is None:
+            return None
+        return min(tx + FEEDBACK_DELAY_DAYS + 1, lab)
+
+    def windows(self, terminal_id: str, d: int) -> list[tuple[int, int]]:
+        """(transactions, frauds) of each terminal window of a transaction on day ``d`` (asked of ready days only)."""
+        return nested_windows(self._days.get(terminal_id), d)
+
+    def sizes(self) -> dict[str, int]:
+        return {"terminals": len(self._days), "terminal_days": sum(len(t) for t in self._by_day.values()),
+                "terminal_records": len(self._partials)}

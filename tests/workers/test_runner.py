@@ -75,7 +75,9 @@ def rec(p: int, offset: int, ts: int, tx_id: str, value: bytes | None = None) ->
 
 
 def finalize(table: TerminalTable, day: int) -> None:
-    table.tx_wm.update({0: day, 1: day})
+    """Make the table ready through transaction day ``day``: the days its windows read closed by every
+    transactions partition, and its label report slot closed."""
+    table.tx_wm.update({0: day - FEEDBACK_DELAY_DAYS - 1, 1: day - FEEDBACK_DELAY_DAYS - 1})
     table.label_wm.update({0: day})
 
 
@@ -87,7 +89,7 @@ def test_records_wait_for_final_buckets_then_flush_in_offset_order(tmp_path: Pat
     async def go() -> tuple[list[Record], list[Record]]:
         await runner.admit(batch)
         before = await runner.flush()
-        finalize(table, D0 // DAY_MS - FEEDBACK_DELAY_DAYS - 1)
+        finalize(table, D0 // DAY_MS)
         return before, await runner.flush()
 
     before, after = asyncio.run(go())
@@ -129,7 +131,7 @@ def test_a_transaction_whose_buckets_never_finalise_is_dead_lettered_after_the_b
 def test_a_partition_waiting_does_not_hold_back_another(tmp_path: Path) -> None:
     runner, table, _ = make_runner(tmp_path, FakeScorer())
     early, late = D0, D0 + 5 * DAY_MS
-    finalize(table, early // DAY_MS - FEEDBACK_DELAY_DAYS - 1)
+    finalize(table, early // DAY_MS)
 
     async def go() -> list[Record]:
         await runner.admit([rec(0, 0, late, "late"), rec(1, 0, early, "early")])
@@ -184,7 +186,7 @@ def test_a_quiet_caught_up_partition_is_closed_up_to_the_others_so_their_transac
     runner, table, pub = make_runner(tmp_path, FakeScorer())
     del runner.states[1]  # partition 1 has had no record at all since it was assigned
     ts = D0 + 20 * DAY_MS
-    needed = ts // DAY_MS - FEEDBACK_DELAY_DAYS - 1
+    needed = ts // DAY_MS
     table.label_wm.update({0: needed})
 
     async def go() -> tuple[list[Record], int, list[Record]]:
@@ -195,7 +197,7 @@ def test_a_quiet_caught_up_partition_is_closed_up_to_the_others_so_their_transac
 
     before, moved, after = asyncio.run(go())
     assert before == [] and moved == 1
-    assert table.tx_wm[1] == table.tx_wm[0] == ts // DAY_MS and table.final_through() == needed
+    assert table.tx_wm[1] == table.tx_wm[0] == ts // DAY_MS and table.ready_through() == needed
     assert [r.offset for r in after] == [0]  # "a" is scored; "b" needs a later day
     assert [orjson.loads(v)["tx_id"] for t, _, v, _ in pub.sent if t == Topics().scores] == ["a"]
     # A transaction that turns up later on the idle partition, for a day it closed, is late.

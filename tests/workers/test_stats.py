@@ -23,13 +23,15 @@ def _window_with_batches(rng: np.random.Generator, batches: int = 5) -> StatsWin
                        e2e_ms=rng.exponential(20.0, 1000).astype(np.int64), flagged=3, scored=990)
         w.record_dead_lettered(10)
     w.record_redelivered(7)
+    w.record_labels(40, dead_lettered=3, restamped=1)
     return w
 
 
 def test_snapshot_is_a_valid_message_with_ordered_percentiles() -> None:
     msg = _window_with_batches(np.random.default_rng(0)).snapshot("w-1", "CPUExecutionProvider", "v1", T0 + 10_000)
     VALIDATOR.validate(msg)
-    assert msg["counts"] == {"in": 5000, "scored": 4950, "flagged": 15, "dead_lettered": 50, "redelivered": 7}
+    assert msg["counts"] == {"in": 5000, "scored": 4950, "flagged": 15, "dead_lettered": 50, "redelivered": 7,
+                             "labels_in": 40, "labels_dead_lettered": 3, "labels_late_restamped": 1}
     assert msg["throughput_per_s"] == pytest.approx(500.0)
     assert msg["interval"] == {"start": T0, "end": T0 + 10_000}
     assert (msg["worker_id"], msg["provider"], msg["model_version"]) == ("w-1", "CPUExecutionProvider", "v1")
