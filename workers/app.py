@@ -66,11 +66,11 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
     publisher = Publisher(s)
     reader = TableReader(s, table)
-    labels = LabelAggregator(s, table, publisher)
     metrics = Metrics()
     metrics.set_model(bundle.model_version, str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
                       scorer.provider, str(getattr(scorer, "graph", "tree")))
     runner = Runner(s, bundle, scorer, table, publisher, metrics)
+    labels = LabelAggregator(s, table, publisher, runner.stats, metrics, runner.stream_clock)
     watchdog = Watchdog(s.stall_after_s)
     health = Health(watchdog)
     metrics.set_ready_function(health.is_ready)
@@ -258,7 +258,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     async def publish_stats() -> None:
         if not ready.is_set():
             return
-        msg = runner.stats_message()
+        msg = runner.stats_message(labels.sizes())
         await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]

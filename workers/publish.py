@@ -16,7 +16,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from workers.config import Settings
 
 log = logging.getLogger("fraudstream.worker")
-Out = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]  # topic, key, value, headers
+# topic, key, value (None: a tombstone on a compacted topic), headers
+Out = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
 class Publisher:

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from schemas.bundle import Bundle
-from schemas.features import FEEDBACK_DELAY_DAYS
 from tests.integration.harness import Run
 from trainer.simulate import History, Labels, SimConfig, labels_of, simulate
 
 
 @pytest.fixture(scope="session")
 def history() -> tuple[History, Labels]:
+    """50 days of a small population, with labels reported as they really are: delays spread over days
+    and weeks (the simulator's report-delay distribution), so out of transaction-time order."""
     h = simulate(SimConfig(customers=150, terminals=300, days=50, seed=3))
-    return h, labels_of(h, FEEDBACK_DELAY_DAYS)
+    return h, labels_of(h)
 
 
 @pytest.fixture

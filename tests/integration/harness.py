@@ -66,8 +66,9 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> li
 
 
 def expected_scores(h: History, lab: Labels, bundle: Bundle) -> dict[str, float]:
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.terminal_id, lab.ts,
-                         lab.is_fraud)
+    """The trainer's offline scores of every transaction, with every label event of ``lab``."""
+    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
+                         lab.ts, lab.reported_at, lab.is_fraud)
     return dict(zip(h.tx_id.tolist(), onnx_scores(bundle.onnx_path, x).tolist(), strict=True))
 
 
