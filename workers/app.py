@@ -70,7 +70,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     metrics.set_model(bundle.model_version, str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
                       scorer.provider, str(getattr(scorer, "graph", "tree")))
     runner = Runner(s, bundle, scorer, table, publisher, metrics)
-    labels = LabelAggregator(s, table, publisher, runner.stats, metrics, runner.stream_clock)
+    labels = LabelAggregator(s, table, publisher, runner.stats, metrics, runner.stream_clock, reader.caught_up)
     watchdog = Watchdog(s.stall_after_s)
     health = Health(watchdog)
     metrics.set_ready_function(health.is_ready)

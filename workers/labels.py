@@ -42,9 +42,10 @@ Clock = Callable[[], int | None]  # the stream's event-time clock (ms), None whi
 
 class LabelAggregator:
     def __init__(self, s: Settings, table: TerminalTable, publisher: Publisher, stats: StatsWindow,
-                 metrics: Metrics, clock: Clock) -> None:
+                 metrics: Metrics, clock: Clock, table_ready: asyncio.Event | None = None) -> None:
         self.s, self.table, self.publisher = s, table, publisher
         self.stats, self.metrics, self.clock = stats, metrics, clock
+        self.table_ready = table_ready  # the table's floor is known: old slots are not re-published
         self.states: dict[int, LabelPartition] = {}
         self.last_seen: dict[int, float] = {}
         self.dead_lettered = 0
@@ -64,6 +65,8 @@ class LabelAggregator:
         await self.consumer.stop()
 
     async def _run(self) -> None:
+        if self.table_ready is not None:
+            await self.table_ready.wait()
         backoff = 0.5
         while True:
             try:

@@ -74,6 +74,9 @@ class TerminalTable:
         if parts[0] not in (TX, LAB) or len(parts) != 3:
             return  # another feature set's records (fs1 wrote "lab"), or a key we do not know
         ident = (parts[0], int(parts[1]), int(parts[2]))
+        if value is not None and self.floor is not None and ident[2] < self.floor:
+            self.stale.add(ident)  # a late re-publish of a dropped key: its owner tombstones it again
+            return
         old = self._partials.pop(ident, None)
         if old is not None:
             self._add(ident, old, -1)
