@@ -10,8 +10,10 @@ The documented schema (what :func:`write_history` writes and :func:`read_history
     (0 genuine, 1/2/3 simulated scenario, -1 fraud of unknown scenario).
 ``labels.parquet``
     ``tx_id``, ``is_fraud`` 0/1; optional ``customer_id``, ``terminal_id``, ``ts`` (checked against
-    the transaction when present) and ``available_at`` (when the label may be used; default
-    ``ts`` + 7 days). At most one label per transaction; unlabelled transactions count as genuine.
+    the transaction when present) and ``reported_at`` (when the outcome became known, not before
+    ``ts``; default ``ts`` + 7 days; ``available_at`` is read as its older name). A transaction may
+    have several labels (a review, then a chargeback): its truth is the label with the latest
+    ``reported_at``, fraud winning a tie; unlabelled transactions count as genuine.
 
 Bad data never raises a stack trace of ours: every problem found in one pass is collected into a
 :class:`DataQualityError` whose message names the file, the column, the first offending rows
@@ -65,8 +67,9 @@ LABEL_COLUMNS: dict[str, tuple[Kind, bool]] = {
     "customer_id": ("id", False),
     "terminal_id": ("id", False),
     "ts": ("time", False),
-    "available_at": ("time", False),
+    "reported_at": ("time", False),
 }
+LEGACY_LABEL_NAMES = {"available_at": "reported_at"}
 EXPECTED_TYPES: dict[Kind, str] = {
     "id": "string or integer",
     "time": "int64 epoch milliseconds or timestamp",
@@ -93,15 +96,15 @@ class LoadReport:
     labels: int
     unlabelled: int  # transactions with no label: counted as genuine
     frauds: int
-    available_at_defaulted: bool  # labels had no available_at column: ts + delay was used
+    reported_at_defaulted: bool  # labels had no reported_at column: ts + delay was used
 
     def __str__(self) -> str:
         rate = self.frauds / self.transactions if self.transactions else 0.0
         lines = [f"{self.transactions} transactions, {self.frauds} fraud ({rate:.2%}); {self.labels} labels"]
         if self.unlabelled:
             lines.append(f"{self.unlabelled} transactions have no label and count as genuine")
-        if self.available_at_defaulted:
-            lines.append("labels have no available_at: ts + feedback delay used")
+        if self.reported_at_defaulted:
+            lines.append("labels have no reported_at: ts + feedback delay used")
         return "\n".join(lines)
 
 
@@ -115,9 +118,11 @@ class Loaded:
 
 
 def write_history(
-    h: History, directory: Path, *, feedback_delay_days: int = DEFAULT_FEEDBACK_DELAY_DAYS
+    h: History, directory: Path, *, feedback_delay_days: int | None = None
 ) -> tuple[Path, Path]:
-    """Write ``transactions.parquet`` and ``labels.parquet`` into ``directory``; return both paths."""
+    """Write ``transactions.parquet`` and ``labels.parquet`` into ``directory``; return both paths.
+    Labels are reported at the simulator's realistic delays, or ``feedback_delay_days`` after their
+    transaction when that is given."""
     directory.mkdir(parents=True, exist_ok=True)
     tx_path, labels_path = directory / TRANSACTIONS_FILE, directory / LABELS_FILE
     transactions = pa.table(
@@ -139,7 +144,7 @@ def write_history(
             "terminal_id": pa.array(lab.terminal_id, pa.string()),
             "ts": pa.array(lab.ts, pa.int64()),
             "is_fraud": pa.array(lab.is_fraud, pa.int8()),
-            "available_at": pa.array(lab.available_at, pa.int64()),
+            "reported_at": pa.array(lab.reported_at, pa.int64()),
         }
     )
     pq.write_table(transactions, tx_path)
@@ -155,7 +160,7 @@ def read_history(transactions: Path, labels: Path) -> History:
 
 
 def load_history(transactions: Path, labels: Path, *, feedback_delay_days: int = DEFAULT_FEEDBACK_DELAY_DAYS) -> Loaded:
-    """Like :func:`read_history`, also returning the labels (with their ``available_at``) and a report."""
+    """Like :func:`read_history`, also returning the labels (with their ``reported_at``) and a report."""
     problems: list[str] = []
     tx = _read_columns(transactions, TX_COLUMNS, problems)
     lab = _read_columns(labels, LABEL_COLUMNS, problems)
@@ -216,6 +221,7 @@ def _read_columns(
     if table.num_rows == 0:
         problems.append(f"{where}: file is empty (0 rows)")
         return None
+    table = _renamed_legacy(table, spec, where, problems)
     missing = [name for name, (_, required) in spec.items() if required and name not in table.column_names]
     if missing:
         problems.append(
@@ -229,6 +235,19 @@ def _read_columns(
             if values is not None:
                 out[name] = values
     return out
+
+
+def _renamed_legacy(table: pa.Table, spec: dict[str, tuple[Kind, bool]], where: str,
+                    problems: list[str]) -> pa.Table:
+    """Older column names read as their current ones (``available_at`` is ``reported_at``)."""
+    names = list(table.column_names)
+    for old, new in LEGACY_LABEL_NAMES.items():
+        if new in spec and old in names:
+            if new in names:
+                problems.append(f"{where}: both {old!r} and {new!r} columns; keep {new!r} ({old!r} is its old name)")
+            else:
+                names[names.index(old)] = new
+    return table.rename_columns(names)
 
 
 def _typed(col: pa.ChunkedArray, kind: Kind, where: str, problems: list[str]) -> npt.NDArray[Any] | None:
@@ -327,17 +346,14 @@ def _check_transactions(tx: dict[str, npt.NDArray[Any]], where: str, problems: l
 
 
 def _check_labels(lab: dict[str, npt.NDArray[Any]], where: str, problems: list[str]) -> None:
-    """Row checks within the labels file, on whichever columns could be read."""
-    if "tx_id" in lab:
-        dup = _duplicate_rows(lab["tx_id"])
-        if len(dup):
-            problems.append(f"{where}, column 'tx_id': {len(dup)} duplicate labels{_rows(dup, lab['tx_id'])}")
-    if "ts" in lab and "available_at" in lab:
-        early = np.flatnonzero(lab["available_at"] < lab["ts"])
+    """Row checks within the labels file, on whichever columns could be read. Several labels of one
+    transaction are allowed (see :func:`_final_word`)."""
+    if "ts" in lab and "reported_at" in lab:
+        early = np.flatnonzero(lab["reported_at"] < lab["ts"])
         if len(early):
             problems.append(
-                f"{where}, column 'available_at': {len(early)} labels available before their transaction"
-                f"{_rows(early, lab['available_at'])}"
+                f"{where}, column 'reported_at': {len(early)} labels reported before their transaction"
+                f"{_rows(early, lab['reported_at'])}"
             )
 
 
@@ -376,10 +392,11 @@ def _assemble(
                 )
     if problems or any(name not in tx for name in TX_REQUIRED) or "is_fraud" not in lab:
         return None
+    ts_all = tx["ts"][row]
+    reported = lab["reported_at"] if "reported_at" in lab else ts_all + np.int64(delay_days) * DAY_MS
     labelled = np.zeros(n, dtype=np.bool_)
     labelled[row[known]] = True
-    label_fraud = np.zeros(n, dtype=np.int8)
-    label_fraud[row[known]] = lab["is_fraud"][known]
+    label_fraud = _final_word(n, row[known], reported[known], lab["is_fraud"][known])
     if "is_fraud" in tx:
         is_fraud = tx["is_fraud"]
         differ = np.flatnonzero(labelled & (label_fraud != is_fraud))
@@ -416,25 +433,33 @@ def _assemble(
         scenario=scenario[order].astype(np.int8),
     )
     lrow = row[known]
-    ts = tx["ts"][lrow]
-    available_at = lab["available_at"] if "available_at" in lab else ts + np.int64(delay_days) * DAY_MS
-    lorder = np.lexsort((rank[lrow], available_at))  # (available_at, tx_id)
+    lorder = np.lexsort((rank[lrow], reported[known]))  # (reported_at, tx_id)
     labels = Labels(
         tx_id=tx["tx_id"][lrow][lorder],
         customer_id=tx["customer_id"][lrow][lorder],
         terminal_id=tx["terminal_id"][lrow][lorder],
-        ts=ts[lorder],
-        is_fraud=lab["is_fraud"][lorder].astype(np.int8),
-        available_at=np.asarray(available_at, dtype=np.int64)[lorder],
+        ts=tx["ts"][lrow][lorder],
+        is_fraud=lab["is_fraud"][known][lorder].astype(np.int8),
+        reported_at=np.asarray(reported[known], dtype=np.int64)[lorder],
     )
     report = LoadReport(
         transactions=n,
         labels=len(lrow),
         unlabelled=int(n - labelled.sum()),
         frauds=int(history.is_fraud.sum()),
-        available_at_defaulted="available_at" not in lab,
+        reported_at_defaulted="reported_at" not in lab,
     )
     return Loaded(history, labels, report)
+
+
+def _final_word(n: int, row: Rows, reported_at: Ints, is_fraud: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """Per transaction row (``n`` of them), the word of its latest label, fraud winning a tie
+    (``schemas.features``'s rule); 0 where there is no label."""
+    out = np.zeros(n, dtype=np.int8)
+    order = np.lexsort((is_fraud, reported_at, row))  # the last of each row is its final word
+    last = np.append(row[order][1:] != row[order][:-1], True)
+    out[row[order][last]] = is_fraud[order][last]
+    return out
 
 
 # -- helpers ---------------------------------------------------------------------------------

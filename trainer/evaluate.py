@@ -174,7 +174,7 @@ def known_compromised(
     customer_id: npt.ArrayLike,
     ts: npt.ArrayLike,
     y: npt.ArrayLike,
-    available_at: npt.ArrayLike,
+    known_at: npt.ArrayLike,
     until_ms: int,
     *,
     since_ms: int | None = None,
@@ -182,7 +182,7 @@ def known_compromised(
     """Cards known to be compromised at ``until_ms``.
 
     A card is known when it has a fraud (``y == 1``) with ``ts < until_ms`` whose label was
-    published by then (``available_at <= until_ms``), and, when ``since_ms`` is given,
+    published by then (``known_at <= until_ms``), and, when ``since_ms`` is given,
     ``ts >= since_ms``. With ``since_ms`` = train start and ``until_ms`` = test start this is
     "cards with a fraud in the train window, or in the delay window with its label already
     arrived". The handbook only looks from its train start on, hence ``since_ms``.
@@ -190,8 +190,8 @@ def known_compromised(
     cards = np.asarray(customer_id).astype(str)
     t = np.asarray(ts, dtype=np.int64)
     yy = _labels(y)
-    avail = np.asarray(available_at, dtype=np.int64)
-    _same_length(customer_id=cards, ts=t, y=yy, available_at=avail)
+    avail = np.asarray(known_at, dtype=np.int64)
+    _same_length(customer_id=cards, ts=t, y=yy, known_at=avail)
     known = (yy == 1) & (t < until_ms) & (avail <= until_ms)
     if since_ms is not None:
         known &= t >= since_ms
@@ -204,7 +204,7 @@ def known_compromised_filter(
     customer_id: npt.ArrayLike,
     ts: npt.ArrayLike,
     y: npt.ArrayLike,
-    available_at: npt.ArrayLike,
+    known_at: npt.ArrayLike,
     *,
     since_ms: int | None = None,
 ) -> BoolArray:
@@ -212,7 +212,7 @@ def known_compromised_filter(
 
     For each UTC day of the test rows, the known set is :func:`known_compromised` with
     ``until_ms`` = that day's midnight, over the history arrays (``customer_id``, ``ts``, ``y``,
-    ``available_at``). With labels published ``delay`` after the transaction this is exactly the
+    ``known_at``). With labels published ``delay`` after the transaction this is exactly the
     handbook's rule (train frauds, plus delay-window frauds from the days whose labels have come
     in before the test day). Passing one history that includes the test window is safe: test
     frauds only count once their labels have arrived, never on their own day.
@@ -223,7 +223,7 @@ def known_compromised_filter(
     keep = np.ones(len(cards), dtype=np.bool_)
     days = t // DAY_MS
     for d in np.unique(days):
-        known = known_compromised(customer_id, ts, y, available_at, int(d) * DAY_MS, since_ms=since_ms)
+        known = known_compromised(customer_id, ts, y, known_at, int(d) * DAY_MS, since_ms=since_ms)
         on_day = days == d
         keep[on_day] = ~np.isin(cards[on_day], np.array(sorted(known), dtype=str))
     return keep

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from schemas.bundle import TENSOR_ONNX_FILE, seal
 from schemas.errors import DataQualityError
-from schemas.features import DAY_MS, FEATURE_VERSION, offline_features
+from schemas.features import DAY_MS, FEATURE_VERSION, FEEDBACK_DELAY_DAYS, offline_features
 from trainer.evaluate import (
     Metrics,
     Split,
@@ -59,7 +59,8 @@ class Dataset:
     @staticmethod
     def build(history: History, labels: Labels) -> Dataset:
         x = offline_features(history.tx_id, history.ts, history.customer_id, history.terminal_id,
-                             history.amount_cents, labels.terminal_id, labels.ts, labels.is_fraud)
+                             history.amount_cents, labels.tx_id, labels.terminal_id, labels.ts,
+                             labels.reported_at, labels.is_fraud)
         return Dataset(history, labels, x, history.ts // DAY_MS)
 
     def rows(self, w: Window) -> npt.NDArray[np.bool_]:
@@ -96,11 +97,14 @@ def check_split(ds: Dataset, split: Split) -> None:
 
 
 def test_mask(ds: Dataset, split: Split) -> npt.NDArray[np.bool_]:
-    """Test rows, minus the cards already known compromised (the handbook's rule)."""
+    """Test rows, minus the cards already known compromised (the handbook's rule: a fraud is known
+    ``FEEDBACK_DELAY_DAYS`` after it). The rule reads the truth, not the labels' report times, so
+    the test set stays the same whichever way the labels arrived and models stay comparable."""
     mask = ds.rows(split.test)
-    h, lab = ds.history, ds.labels
-    keep = known_compromised_filter(h.customer_id[mask], h.ts[mask], lab.customer_id, lab.ts, lab.is_fraud,
-                                    lab.available_at, since_ms=split.train.start_ms)
+    h = ds.history
+    known_at = h.ts + np.int64(FEEDBACK_DELAY_DAYS) * DAY_MS
+    keep = known_compromised_filter(h.customer_id[mask], h.ts[mask], h.customer_id, h.ts, h.is_fraud,
+                                    known_at, since_ms=split.train.start_ms)
     out = np.zeros_like(mask)
     out[np.flatnonzero(mask)[keep]] = True
     return out

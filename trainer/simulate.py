@@ -46,6 +46,9 @@ CUSTOMER_COMPROMISE_DAYS = 14
 SCENARIO3_FACTOR = 5
 TX_ID_PREFIX = "tx"
 TX_ID_MIN_WIDTH = 9
+REPORT_WITHIN_SHARE = 0.85
+REPORT_TAIL_MEAN_DAYS = 10.0
+REPORT_MAX_DAYS = 60
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -106,9 +109,11 @@ class History:
 
 @dataclass(frozen=True)
 class Labels:
-    """Investigation outcomes (genuine ones too), sorted by (available_at, tx_id).
+    """Investigation outcomes (genuine ones too), sorted by (reported_at, tx_id).
 
-    ``ts`` is the transaction's event time; ``available_at`` is when the label may be used.
+    ``ts`` is the transaction's event time; ``reported_at`` is when the outcome became known. A
+    transaction may have several labels (a review, then a chargeback that overturns it): the
+    latest ``reported_at`` is its final word, fraud winning a tie (``schemas.features``'s rule).
     """
 
     tx_id: Strs
@@ -116,7 +121,7 @@ class Labels:
     terminal_id: Strs
     ts: Ints
     is_fraud: Flags
-    available_at: Ints
+    reported_at: Ints
 
     def __len__(self) -> int:
         return len(self.tx_id)
@@ -180,18 +185,38 @@ def simulate(cfg: SimConfig) -> History:
     )
 
 
-def labels_of(h: History, feedback_delay_days: int = 7) -> Labels:
-    """One label per transaction, available ``feedback_delay_days`` after the transaction."""
-    available_at = h.ts + np.int64(feedback_delay_days) * DAY_MS
-    # History's index order is its (ts, tx_id) order, so it breaks ties in available_at as tx_id would.
-    order = np.argsort(available_at, kind="stable")
+def report_delays(n: int, seed: int = 0) -> Ints:
+    """``n`` label report delays in milliseconds, drawn like feedback really arrives.
+
+    Most outcomes (``REPORT_WITHIN_SHARE``, 85 %) are reported uniformly between 1 and 7 days after
+    the transaction (analyst reviews, customer calls); the rest come after the 7-day feedback delay,
+    7 days plus an exponential tail of mean ``REPORT_TAIL_MEAN_DAYS`` (10) days capped at
+    ``REPORT_MAX_DAYS`` (60) days in all (chargebacks). Seeded on its own generator, so the
+    history's draws do not move when the delays change.
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    within = rng.uniform(1.0, 7.0, size=n)
+    tail = np.minimum(7.0 + rng.exponential(REPORT_TAIL_MEAN_DAYS, size=n), float(REPORT_MAX_DAYS))
+    late = rng.random(n) >= REPORT_WITHIN_SHARE
+    return np.floor(np.where(late, tail, within) * DAY_MS).astype(np.int64)
+
+
+def labels_of(h: History, feedback_delay_days: int | None = None, *, seed: int = 0) -> Labels:
+    """One label per transaction, reported after :func:`report_delays` (seeded by ``seed``), or
+    exactly ``feedback_delay_days`` after its transaction when that is given (the handbook's rule)."""
+    if feedback_delay_days is None:
+        reported_at = h.ts + report_delays(len(h), seed)
+    else:
+        reported_at = h.ts + np.int64(feedback_delay_days) * DAY_MS
+    # History's index order is its (ts, tx_id) order, so it breaks ties in reported_at as tx_id would.
+    order = np.argsort(reported_at, kind="stable")
     return Labels(
         tx_id=h.tx_id[order],
         customer_id=h.customer_id[order],
         terminal_id=h.terminal_id[order],
         ts=h.ts[order],
         is_fraud=(h.is_fraud[order] != 0).astype(np.int8),
-        available_at=available_at[order],
+        reported_at=reported_at[order],
     )
 
 

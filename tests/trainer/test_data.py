@@ -67,10 +67,10 @@ def test_round_trip(history: History, tmp_path: Path) -> None:
     table = pq.read_table(tx)
     assert table.schema.field("amount").type == pa.float64()
     assert table.schema.field("is_fraud").type == pa.int8()
-    assert pq.read_table(lab).column_names == ["tx_id", "customer_id", "terminal_id", "ts", "is_fraud", "available_at"]
+    assert pq.read_table(lab).column_names == ["tx_id", "customer_id", "terminal_id", "ts", "is_fraud", "reported_at"]
     loaded = load_history(tx, lab)
     assert _equal(read_history(tx, lab), history)
-    assert _equal(loaded.labels, labels_of(history))
+    assert _equal(loaded.labels, labels_of(history))  # the simulator's realistic delays, kept in the file
     assert loaded.report.unlabelled == 0 and loaded.report.transactions == len(history)
 
 
@@ -88,10 +88,10 @@ def test_user_files_minimal_schema(tmp_path: Path) -> None:
     assert h.amount_cents.tolist() == [1050, 2000, 399, 25000, 700, 1]
     assert h.is_fraud.tolist() == [0, 0, 0, 1, 1, 0]
     assert h.scenario.tolist() == [0, 0, 0, -1, -1, 0]  # fraud of unknown scenario
-    assert loaded.report.unlabelled == 3 and loaded.report.available_at_defaulted
+    assert loaded.report.unlabelled == 3 and loaded.report.reported_at_defaulted
     assert "3 transactions have no label and count as genuine" in str(loaded.report)
     assert loaded.labels.tx_id.tolist() == ["106", "104", "101"]
-    assert np.array_equal(loaded.labels.available_at, loaded.labels.ts + 7 * DAY_MS)
+    assert np.array_equal(loaded.labels.reported_at, loaded.labels.ts + 7 * DAY_MS)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -193,9 +193,32 @@ def test_duplicate_tx_id(tmp_path: Path) -> None:
     assert "transactions.parquet, column 'tx_id': 2 duplicate tx_id rows; first rows 2 ('a1'), 5 ('a2')" in report
 
 
-def test_duplicate_labels(tmp_path: Path) -> None:
-    report = _report(*_files(tmp_path, lab={"tx_id": ["a1", "a2", "a2"], "is_fraud": [0, 1, 1]}))
-    assert "labels.parquet, column 'tx_id': 1 duplicate labels; first rows 2 ('a2')" in report
+def test_several_labels_per_transaction_latest_report_wins(tmp_path: Path) -> None:
+    day = 86_400_000
+    lab = {"tx_id": ["a4", "a2", "a4", "a2", "a6", "a6", "a1"],
+           "is_fraud": [1, 0, 0, 1, 0, 1, 0],
+           "reported_at": [T0 + 2 * day, T0 + 9 * day, T0 + 30 * day, T0 + 3 * day, T0 + day, T0 + day, T0]}
+    loaded = load_history(*_files(tmp_path, lab=lab))
+    h = loaded.history
+    truth = dict(zip(h.tx_id.tolist(), h.is_fraud.tolist(), strict=True))
+    # a4: fraud, overturned 28 days later; a2: fraud, then genuine; a6: a tie goes to fraud.
+    assert (truth["a4"], truth["a2"], truth["a6"], truth["a1"]) == (0, 0, 1, 0)
+    assert loaded.report.labels == 7 and not loaded.report.reported_at_defaulted
+    assert loaded.labels.reported_at.tolist() == sorted(lab["reported_at"])  # every label kept, by report time
+
+
+def test_available_at_is_read_as_reported_at(tmp_path: Path) -> None:
+    lab = {"tx_id": ["a1", "a4"], "is_fraud": [0, 1], "available_at": [T0 + 5, T0 + 5000 + 7]}
+    loaded = load_history(*_files(tmp_path, lab=lab))
+    assert loaded.labels.reported_at.tolist() == [T0 + 5, T0 + 5007]
+    both = dict(lab, reported_at=lab["available_at"])
+    assert "both 'available_at' and 'reported_at' columns" in _report(*_files(tmp_path, lab=both))
+
+
+def test_labels_reported_before_their_transaction(tmp_path: Path) -> None:
+    lab = {"tx_id": ["a1", "a4"], "ts": [T0, T0 + 5000], "is_fraud": [0, 1], "reported_at": [T0, T0 + 4999]}
+    report = _report(*_files(tmp_path, lab=lab))
+    assert "column 'reported_at': 1 labels reported before their transaction; first rows 1" in report
 
 
 def test_unsorted_time(tmp_path: Path) -> None:
@@ -232,8 +255,8 @@ def test_every_problem_in_one_report(tmp_path: Path) -> None:
     cols["amount"] = [10.0, -1.0, 1.0, 1.0, 2.0, 3.0]
     cols["tx_id"] = ["a1", "a1", "a3", "a4", "a5", "a6"]
     report = _report(*_files(tmp_path, cols, {"tx_id": ["a1", "a1", "zz"], "is_fraud": [0, 0, 1]}))
-    assert report.startswith("cannot use this history: 4 problems")
-    assert "zero or negative" in report and "duplicate tx_id rows" in report and "duplicate labels" in report
+    assert report.startswith("cannot use this history: 3 problems")
+    assert "zero or negative" in report and "duplicate tx_id rows" in report
     assert "1 labels for unknown transactions; first rows 2 ('zz')" in report
     assert "Traceback" not in report
 

@@ -206,7 +206,7 @@ def test_known_compromised_on_a_toy_history() -> None:
     t_train = s.train.start_ms + 3 * DAY_MS
     t_delay = s.delay.start_ms + 2 * DAY_MS
     rows = [
-        # card, ts, fraud, available_at
+        # card, ts, fraud, known_at
         ("a", t_train, 1, t_train + week),  # train fraud: known
         ("b", t_delay, 1, t_delay + DAY_MS),  # delay fraud, label in before test: known
         ("c", t_delay, 1, t_delay + week),  # delay fraud, label after test start: not yet

@@ -84,10 +84,25 @@ def test_times_ids_and_order(small: History) -> None:
 def test_labels_of(small: History) -> None:
     lab = labels_of(small, feedback_delay_days=7)
     assert len(lab) == len(small)
-    assert np.array_equal(lab.available_at, lab.ts + 7 * DAY_MS)
-    assert (np.diff(lab.available_at) >= 0).all()
+    assert np.array_equal(lab.reported_at, lab.ts + 7 * DAY_MS)
+    assert (np.diff(lab.reported_at) >= 0).all()
     assert np.array_equal(lab.tx_id, small.tx_id)  # constant delay keeps the (ts, tx_id) order
     assert int(lab.is_fraud.sum()) == int(small.is_fraud.sum())
+
+
+def test_labels_of_realistic_delays(small: History) -> None:
+    lab = labels_of(small)
+    assert sorted(lab.tx_id.tolist()) == sorted(small.tx_id.tolist())
+    assert (np.diff(lab.reported_at) >= 0).all()
+    delay = (lab.reported_at - lab.ts) / DAY_MS
+    assert delay.min() >= 1.0 and delay.max() <= 60.0
+    within = (delay <= 7.0).mean()
+    assert 0.83 < within < 0.87
+    assert (delay > 21.0).mean() > 0.01  # a long tail of chargebacks weeks late
+    inversions = (np.diff(lab.ts) < 0).mean()
+    assert inversions > 0.3  # report order is not transaction order
+    assert np.array_equal(labels_of(small).reported_at, lab.reported_at)  # seeded
+    assert not np.array_equal(labels_of(small, seed=1).reported_at, lab.reported_at)
 
 
 def test_tx_ids_zero_padded() -> None:
