@@ -198,7 +198,8 @@ def report_delays(n: int, seed: int = 0) -> Ints:
     within = rng.uniform(1.0, 7.0, size=n)
     tail = np.minimum(7.0 + rng.exponential(REPORT_TAIL_MEAN_DAYS, size=n), float(REPORT_MAX_DAYS))
     late = rng.random(n) >= REPORT_WITHIN_SHARE
-    return np.floor(np.where(late, tail, within) * DAY_MS).astype(np.int64)
+    delay: Ints = np.floor(np.where(late, tail, within) * DAY_MS).astype(np.int64)
+    return delay
 
 
 def labels_of(h: History, feedback_delay_days: int | None = None, *, seed: int = 0) -> Labels:

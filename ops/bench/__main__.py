@@ -6,6 +6,12 @@ then on that same input: (a) a pass-through ceiling, (b) a naive one-at-a-time b
 worker at full drain with 1 and 2 processes, (e) a sweep of batch size and max wait; and (d)
 latency at 25/50/75/90 % of (c) on fresh topics. Writes JSON, a markdown table and PNG plots
 under ``--out``. Reports; never asserts speed.
+
+Time: the drains (a, b, c, e) replay the history compressed (its own event times, a simulated
+day every second or so): how fast a backlog goes. The latency steps (d) run live (``ops.loadgen
+--live``): 8 days of history shifted to end now are sent and scored first, then every transaction
+is sent with event time = the wall clock at send, labels at their report times, as production
+sees it (a compressed replay would cross a simulated midnight every second).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - ``passthrough``: the ceiling. Batch consume -> produce the same bytes -> await every ack.
   No decode, no model: what moving the bytes costs.
 - ``naive``: one message at a time, the way a plain Faust agent would: decode and validate
-  (``schemas.validate``), online features (``schemas.features.OnlineState``), LightGBM's own
+  (``schemas.validate``, labels too), online features (``schemas.features.OnlineState``), LightGBM's own
   ``predict`` on one row, the worker's score message, ``send`` without waiting (as Faust's
   ``topic.send``), acks awaited every ``ack_every`` sends. It reads labels too (terminal state).
   Faust's per-event machinery would only slow it down further, so c/b is conservative.
@@ -20,7 +20,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.features import OnlineState
-from schemas.validate import Reject, decode_transaction
+from schemas.validate import Reject, decode_label, decode_transaction
 
 
 def producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -62,7 +62,6 @@ async def naive(bootstrap: str, tx_topic: str, label_topic: str, dst: str, n: in
                 threshold: float, partitions: int, ack_every: int = 1000) -> float:
     """Score ``n`` transactions one message at a time; return the seconds it took."""
     import lightgbm as lgb
-    import orjson
 
     from workers.batch import Record, score_message
 
@@ -77,8 +76,9 @@ async def naive(bootstrap: str, tx_topic: str, label_topic: str, dst: str, n: in
     try:
         async for m in consumer:
             if m.topic == label_topic:
-                v = orjson.loads(m.value)
-                state.label(str(v["terminal_id"]), int(v["ts"]), str(v["tx_id"]), bool(v["is_fraud"]))
+                lab = decode_label(m.value, m.timestamp)
+                if not isinstance(lab, Reject):
+                    state.label(lab.terminal_id, lab.ts, lab.tx_id, bool(lab.is_fraud), lab.reported_at)
                 continue
             tx = decode_transaction(m.value, m.timestamp)
             done += 1

@@ -40,7 +40,8 @@ def markdown(report: dict[str, Any]) -> str:
             parts += [f"2 workers / 1 worker: {workers[2] / workers[1]:.2f}", ""]
     if "latency" in report:
         lat = report["latency"]
-        parts += ["Latency, output record ts - input record ts, per offered load (% of worker x1 drain):", "",
+        parts += ["Latency, output record ts - input record ts, per offered load (% of worker x1 drain), in live "
+                  "time (event time = the wall clock at send, after 8 days of history shifted to end now):", "",
                   markdown_table(lat["loads"], LATENCY_COLUMNS), "",
                   f"transactions without a score: {lat['missing']}", "",
                   "Where the time went (p50 / p99 ms of each stage, from the timing in the score messages; "

@@ -3,6 +3,14 @@
 Throughput is measured from outside every process under test: the output topic's record
 timestamps, first to last (``stats.drain_rate``). Latency is output record timestamp minus input record
 timestamp, joined by tx_id.
+
+Two kinds of time. The drains (ceiling, naive, workers, sweep) replay the history compressed
+(``ops.loadgen.replay``: its own event times, a simulated day every second or so, labels at their
+``reported_at`` interleaved): they measure how fast a backlog goes. The latency steps run in live
+time (``ops.loadgen.live``): the first 8 days of the history are shifted to end now and sent first
+(scored before the clock starts), then every transaction is sent with ``ts`` = the wall clock at
+send, as production sees it: no simulated midnight every second, labels at their report times (the
+history's held-back labels, a few a minute at this size, not one per transaction).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from ops.bench import kafka_io
 from ops.bench.baselines import naive, passthrough
 from ops.bench.stats import drain_rate, join_latency, percentiles, timeline
 from ops.bench.workers_run import WorkerSet
+from ops.loadgen.live import first_index_of_day, now_ms, plan, send_live
 from ops.loadgen.replay import events
 from ops.loadgen.schedule import Schedule, Step
 from ops.loadgen.send import send
@@ -165,13 +174,11 @@ def latency_history(h: History, labels: Labels, need: int) -> tuple[History, Lab
     return simulated(SimConfig(customers=customers, terminals=2 * customers, days=84, seed=1))
 
 
-def first_index_of_day(h: History, day: int) -> int:
-    return int(np.searchsorted(h.ts, int(h.ts[0]) - int(h.ts[0]) % 86_400_000 + day * 86_400_000))
-
-
 def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float, warm_s: float = 2.0,
-            timeout_s: float = 120) -> dict[str, Any]:
-    """A worker on fresh topics; the load generator offers each fraction of ``capacity`` for ``step_s``."""
+            timeout_s: float = 120, history_days: int = 8) -> dict[str, Any]:
+    """A worker on fresh topics, in live time: the first ``history_days`` days shifted to end now, sent at
+    once and scored; then the load generator offers each fraction of ``capacity`` for ``step_s``, every
+    transaction stamped with the wall clock at send."""
     tx, lab = ctx.topic("lat-tx"), ctx.topic("lat-labels")
     kafka_io.create_topics(ctx.bootstrap, [tx, lab], PARTITIONS)
     ws = WorkerSet(ctx.bootstrap, ctx.bundle, tx, lab, ctx.topic("lat"), ctx.workdir / "logs", partitions=PARTITIONS)
@@ -180,20 +187,30 @@ def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float
     steps = [Step(max(capacity * 0.1, 10.0), warm_s)] + [Step(capacity * f, step_s) for f in fractions]
     schedule = Schedule(steps=steps)
     history, labels = latency_history(ctx.history, ctx.labels, int(sum(st.rate * st.seconds for st in steps)))
-    skip = first_index_of_day(history, 8)  # labels flow from the first step on
+    skip = first_index_of_day(history, history_days)  # the first live transaction
+
+    def warm_up(info: dict[str, Any]) -> None:
+        n = int(info["history_transactions"])
+        got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, n, timeout_s, ws.alive)
+        log(f"latency: history of {n:,} transactions + {info['history_labels']:,} labels, ending now, "
+            f"{got:,} scored; {info['labels_held']:,} labels held back to their report times")
+
     ws.start(1)
     try:
         if not ws.wait_ready():
             raise RuntimeError(f"the worker did not get ready:\n{ws.tail()}")
         time.sleep(2.0)  # group join and partition assignment
-        sent = send(ctx.bootstrap, tx, lab, events(history, labels, skip, len(history)), schedule)
-        got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, sent.transactions, timeout_s, ws.alive)
-        if got < sent.transactions:
-            log(f"latency: only {got}/{sent.transactions} scores; worker log tail:\n{ws.tail()}")
+        sent = send_live(ctx.bootstrap, tx, lab, plan(history, labels, now_ms(), 0, skip), schedule, hold=warm_up)
+        assert sent.live is not None
+        expect = int(sent.live["history_transactions"]) + sent.transactions
+        got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, expect, timeout_s, ws.alive)
+        if got < expect:
+            log(f"latency: only {got}/{expect} scores; worker log tail:\n{ws.tail()}")
     finally:
         ws.stop()
     inputs = {orjson.loads(v)["tx_id"]: ts for ts, _, v in kafka_io.read_topic(ctx.bootstrap, tx)}
-    # Each transaction belongs to the step it was scheduled in (the load generator may lag behind).
+    # Each live transaction belongs to the step it was scheduled in (the load generator may lag behind);
+    # the history's transactions belong to none.
     step_of = {str(history.tx_id[skip + k]): schedule.step_of(schedule.due(k) or 0.0)
                for k in range(sent.transactions)}
     scores = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(ctx.bootstrap, ws.scores_topic)]
@@ -211,4 +228,4 @@ def latency(ctx: Context, capacity: float, fractions: list[float], step_s: float
                       "stages": {name: percentiles([float(x) for txid, x in per.items() if step_of.get(txid) == i])
                                  for name, per in stages.items()}})
         log(f"latency at {label}: " + ", ".join(f"{k} {loads[-1][k]:.0f}" for k in ("p50", "p95", "p99", "max")))
-    return {"loads": loads, "missing": missing, "sent": sent.as_dict(), "values": values}
+    return {"loads": loads, "missing": missing, "sent": sent.as_dict(), "values": values, "time": "live"}

@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = [f for f in args.faults.split(",") if f]
     h = simulate(SimConfig(customers=args.customers, terminals=2 * args.customers, days=args.days, seed=args.seed))
     lab = labels_of(h)
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.terminal_id, lab.ts,
-                         lab.is_fraud)
+    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
+                         lab.ts, lab.reported_at, lab.is_fraud)
     expected = dict(zip(h.tx_id.tolist(), onnx_scores(args.bundle / "model.onnx", x).tolist(), strict=True))
     work = Path(tempfile.mkdtemp(prefix="fraudstream-chaos-"))
     chaos = Chaos(args, work)

@@ -7,11 +7,15 @@
    ``<out>/bundles`` (``--reuse-bundle``);
 3. two workers (``python -m workers`` subprocesses) on topics named for this run only;
 4. a warm-up: the first ``--warmup-days`` of a simulated history (the trained size, another
-   seed), unpaced, so that the load meets warm customer and terminal state;
-5. the load: the next transactions at ``--rate`` for ``--duration`` seconds, labels at their
-   feedback delay (``ops.loadgen``);
+   seed), shifted so that it ends now, sent unpaced with the labels reported by now, and scored
+   before the load begins, so that the load meets warm customer and terminal state;
+5. the load, in live time (``ops.loadgen --live``, one process for 4 and 5): the next transactions
+   at ``--rate`` for ``--duration`` seconds, each with event time = the wall clock at send, as in
+   production; the history's labels reported after now are sent when the clock reaches their
+   ``reported_at``;
 6. a report from the topics alone: scored/s, end-to-end latency p50/p95/p99/max (output record
-   timestamp - input record timestamp), flags, precision and recall against the simulator's
+   timestamp - input record timestamp, both wall clock; in live time the input's event time is its
+   send time too, shown as "event time (live)"), flags, precision and recall against the simulator's
    ground truth, dead letters and their reasons, provider and model version; printed, and written
    to ``<out>/report.md`` and ``report.json`` with ``latency_cdf.png`` and ``throughput.png``.
 

@@ -136,6 +136,11 @@ def rows(r: dict[str, Any]) -> list[dict[str, object]]:
          "value": ", ".join(f"{_fmt(c * 100, '.0f')} %" for c in r["workers"].get("cpu_load_phase", [])) or "-"},
         {"what": "model version", "value": ", ".join(r["workers"]["model_versions"]) or r["bundle"]["model_version"]},
     ]
+    if "event_time_lag_ms" in load:
+        lag = load["event_time_lag_ms"]
+        out.insert(3, {"what": "event time (live)",
+                       "value": f"wall clock at send: record ts - event ts p50 {_fmt(lag['p50'], ',.0f')} / max "
+                                f"{_fmt(lag['max'], ',.0f')} ms"})
     if "latency_stages_ms" in load:
         split = "; ".join(f"{k.replace('_', ' ')} {_fmt(v['p50'], ',.0f')} / {_fmt(v['p99'], ',.0f')} ms"
                           for k, v in load["latency_stages_ms"].items())
@@ -160,7 +165,11 @@ def markdown(r: dict[str, Any]) -> str:
             markdown_table(rows(r), [("what", "measure", ""), ("value", "value", "")]), ""]
     if not r["load"]["flags_match_scores"]:
         head += ["**The flags topic does not hold exactly the scores with flag = true.**", ""]
-    head += ["Latency: output record timestamp (the broker's append time: the scores topic is LogAppendTime) - "
+    head += ["Time: live (`ops.loadgen --live`): the warm-up history was shifted to end when the load began and "
+             "sent at once; each transaction of the load phase carries event time = the wall clock when it was "
+             "sent, and labels were sent at their report times.",
+             "",
+             "Latency: output record timestamp (the broker's append time: the scores topic is LogAppendTime) - "
              "input record timestamp (the load generator's send time), same host clock, the first output of each "
              "transaction of the load phase; split by the timing in the score messages: to worker (send -> the "
              "worker's fetch), in worker (fetch -> scored: batching, terminal-finality waits, queueing), publish "

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ops.bench import kafka_io
-from ops.bench.run import first_index_of_day, stage_latencies
+from ops.bench.run import stage_latencies
 from ops.bench.stats import join_latency, percentiles
 from ops.bench.workers_run import WorkerSet, die_with_parent, terminate
 from ops.demo.report import Output, dead_letters, series, summarize, worker_facts, write
+from ops.loadgen.live import first_index_of_day
 from schemas.bundle import Bundle, load_bundle
 from schemas.errors import FraudstreamError
 from trainer.simulate import History, SimConfig, simulate
@@ -107,23 +108,34 @@ class Demo:
         assert ws is not None
 
         warm: dict[str, Any] = {"transactions": warm_n, "days": a.warmup_days}
+        if not warm_n and a.workers > 1:
+            time.sleep(3.0)  # let the group settle before the clock starts
+        # One load generator in live time: the history (shifted to end now) at once, then the load at the wall
+        # clock; it holds between the two (--hold-after-history) until the warm-up is scored.
+        self.start_loadgen(replay, "--live", "--history-days", str(a.warmup_days), "--rate", f"{a.rate:g}",
+                           "--duration", f"{a.duration:g}", *(["--hold-after-history"] if warm_n else []))
         if warm_n:
-            log(f"warm-up: {warm_n:,} transactions of history ({a.warmup_days} days) and their labels, unpaced, "
-                "so that the load phase meets warm customer and terminal state")
+            log(f"warm-up: {warm_n:,} transactions of history ({a.warmup_days} days) shifted to end now, and their "
+                "labels reported by now, unpaced, so that the load phase meets warm customer and terminal state")
             t0 = time.monotonic()
-            s = self.loadgen(replay, 0, "--count", str(warm_n))
-            warm["labels"] = s["labels"]
+            info = self.loadgen_history()
+            if int(info["history_transactions"]) != warm_n:
+                raise DemoError(f"the load generator sent {info['history_transactions']} history transactions, "
+                                f"the demo expected {warm_n}")
+            warm.update(labels=info["history_labels"], labels_held=info["labels_held"],
+                        history_end_ms=info["history_end_ms"])
             got = kafka_io.wait_count(self.bootstrap, ws.scores_topic, warm_n, 120 + warm_n / 500, ws.alive)
             if got < warm_n:
                 raise DemoError(f"the workers scored {got:,} of the {warm_n:,} warm-up transactions"
                                 f"{'' if ws.alive() else ' and one exited'}; worker logs:\n{ws.tail()}")
-            log(f"warm-up scored ({time.monotonic() - t0:.1f}s with the load generator's start)")
-        elif a.workers > 1:
-            time.sleep(3.0)  # let the group settle before the clock starts
-        log(f"load: {a.rate:,.0f} tx/s for {a.duration:g} s ({total:,} transactions) with labels at their "
-            "feedback delay")
+            log(f"warm-up scored ({time.monotonic() - t0:.1f}s with the load generator's start); "
+                f"{info['labels_held']:,} of its labels held back to their report times")
+        log(f"load: {a.rate:,.0f} tx/s for {a.duration:g} s ({total:,} transactions) in live time (event time = "
+            "the wall clock at send), labels at their report times")
         cpu0, t0 = [cpu_seconds(pid) for pid in self.worker_pids], time.monotonic()
-        sent = self.loadgen(replay, warm_n, "--rate", f"{a.rate:g}", "--duration", f"{a.duration:g}")
+        sent = self.loadgen_finish(go=bool(warm_n))
+        if sent["live"]["days"] not in (None, replay.days):
+            raise DemoError(f"the load generator simulated {sent['live']['days']} days, the demo {replay.days}")
         wall = time.monotonic() - t0
         cpu = [(c1 - c0) / wall for c0, c1 in zip(cpu0, [cpu_seconds(pid) for pid in self.worker_pids], strict=True)]
         expect = warm_n + int(sent["transactions"])
@@ -135,7 +147,8 @@ class Demo:
         ws.stop()
         log("reading the topics back")
         facts = {"size": a.size, "rate": a.rate, "duration": a.duration, "workers": a.workers, "seed": a.seed,
-                 "warmup_days": a.warmup_days, "replay": {f.name: getattr(replay, f.name) for f in fields(replay)}}
+                 "warmup_days": a.warmup_days, "time": "live",
+                 "replay": {f.name: getattr(replay, f.name) for f in fields(replay)}}
         r = self.collect(h, warm_n, int(sent["transactions"]), warm)
         r["workers"]["cpu_load_phase"] = cpu  # CPU seconds per second of the load phase, per worker (1.0 = a core)
         r.update(when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), config=facts, sent=sent,
@@ -147,21 +160,38 @@ class Demo:
                  worker_pids=self.worker_pids, logs=self.log_files())
         return r
 
-    def loadgen(self, cfg: SimConfig, skip: int, *args: str) -> dict[str, Any]:
-        """``python -m ops.loadgen`` on the demo's history (``cfg``) from transaction ``skip``; its JSON summary.
+    def start_loadgen(self, cfg: SimConfig, *args: str) -> None:
+        """``python -m ops.loadgen`` on the demo's history (``cfg``), its JSON on stdout.
 
         A subprocess, not a call: the load generator runs an asyncio loop, and a signal raised into
         the middle of that loop can leave it waiting forever; a child the demo can always stop."""
         argv = [sys.executable, "-m", "ops.loadgen", "--bootstrap", self.bootstrap,
                 "--topic-transactions", self.topic("transactions"), "--topic-labels", self.topic("labels"),
                 "--partitions", str(PARTITIONS), "--customers", str(cfg.customers), "--terminals", str(cfg.terminals),
-                "--days", str(cfg.days), "--start", cfg.start, "--seed", str(cfg.seed), "--skip", str(skip),
-                "--json", *args]
+                "--days", str(cfg.days), "--start", cfg.start, "--seed", str(cfg.seed), "--json", *args]
         # Its own session: a Ctrl-C in the terminal reaches the demo, which stops it (no traceback from it).
-        self.loadgen_proc = subprocess.Popen(die_with_parent(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.loadgen_proc = subprocess.Popen(die_with_parent(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              start_new_session=True)
-        out, _ = self.loadgen_proc.communicate()
-        code, self.loadgen_proc = self.loadgen_proc.returncode, None
+
+    def loadgen_history(self) -> dict[str, Any]:
+        """The load generator's ``{"history": ...}`` line (``--hold-after-history``): the history is sent and
+        acknowledged, the live phase waits for ``loadgen_finish(go=True)``."""
+        proc = self.loadgen_proc
+        assert proc is not None and proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            code = proc.wait()
+            self.loadgen_proc = None
+            raise DemoError(f"the load generator failed (exit {code}; its error is above)")
+        history: dict[str, Any] = json.loads(line)["history"]
+        return history
+
+    def loadgen_finish(self, go: bool) -> dict[str, Any]:
+        """Let the held load generator go on (``go``), wait for it; its JSON summary."""
+        proc = self.loadgen_proc
+        assert proc is not None
+        out, _ = proc.communicate(b"go\n" if go else b"")
+        code, self.loadgen_proc = proc.returncode, None
         if code != 0:
             raise DemoError(f"the load generator failed (exit {code}; its error is above)")
         summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -280,8 +310,11 @@ class Demo:
         ids = [str(t) for t in h.tx_id[: warm_n + n_sent]]
         truth = dict(zip(ids, (bool(x) for x in h.is_fraud[: warm_n + n_sent]), strict=True))
         inputs: dict[str, int] = {}
+        event_ts: dict[str, int] = {}
         for ts, _, v in kafka_io.read_topic(boot, self.topic("transactions")):
-            inputs.setdefault(str(orjson.loads(v)["tx_id"]), ts)
+            m = orjson.loads(v)
+            inputs.setdefault(str(m["tx_id"]), ts)
+            event_ts.setdefault(str(m["tx_id"]), int(m["ts"]))
         raw = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("scores"))]
         scores = [_output(ts, m) for ts, m in raw]
         flags = [_output(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("flags"))]
@@ -291,6 +324,8 @@ class Demo:
         load_in = {t: inputs[t] for t in ids[warm_n:] if t in inputs}
         load = summarize(load_in, scores, flags, truth)
         load["sent_not_on_topic"] = n_sent - len(load_in)
+        # Live time: each input's record timestamp (the wall clock at send) minus its event time.
+        load["event_time_lag_ms"] = percentiles([float(inputs[t] - event_ts[t]) for t in load_in])
         stages = stage_latencies([(ts, m) for ts, m in raw if m["tx_id"] in load_in])
         load["latency_stages_ms"] = {k: percentiles([float(x) for x in v.values()]) for k, v in stages.items()}
         if warm_n:

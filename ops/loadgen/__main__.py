@@ -1,9 +1,33 @@
 """``python -m ops.loadgen``: replay simulated or Parquet transactions into Kafka.
 
-Transactions are keyed by customer id, labels by terminal id, each label sent when the replay
-reaches its ``available_at`` in event time. As fast as possible, at a constant ``--rate`` or in
-``--steps``; for ``--count`` transactions or ``--duration`` seconds. Every flag has an env
-variable (see ``--help``). Prints what it sent (JSON on stdout with ``--json``).
+Transactions are keyed by customer id, labels by terminal id; a label's JSON carries its
+``reported_at`` (when the feedback became known) and is sent when the replay reaches it. As fast
+as possible, at a constant ``--rate`` or in ``--steps``; for ``--count`` transactions or
+``--duration`` seconds. Every record's Kafka timestamp is the wall clock at send. Every flag has an
+env variable (see ``--help``). Prints what it sent (JSON on stdout with ``--json``).
+
+Two kinds of time:
+
+- **replay** (default): the history's own event times, compressed: ``ts`` is the simulated (or
+  file) time, and a simulated day passes in about a second at the demo's rates. For drains.
+- **live** (``--live``): event time = the wall clock, as in production. The first
+  ``--history-days`` days (from ``--skip``) are shifted to end *now* (the last one's ``ts`` = now)
+  and sent at once as warm-up, their labels with them when already reported; the labels reported
+  after now are held back and sent when the clock reaches their ``reported_at``. Then the
+  transactions that follow are sent at ``--rate``/``--steps`` (unpaced without), each with ``ts`` =
+  the clock at send; a label of one of them keeps its report delay (``reported_at`` = its new ``ts``
+  + the delay) and is sent when due, if the run lasts that long. ``--count``, ``--duration`` and
+  the steps bound the live phase; the history is always sent whole. A simulated history too short
+  for the live phase's ``--count`` (or rate x duration) is simulated again with twice the days
+  until it fits (a note on stderr; ``live.days`` in the summary). ``--clock-offset-ms`` moves the
+  clock: event time = wall clock + offset (the Kafka timestamps stay the wall clock), e.g. so that
+  a short run crosses a UTC midnight. A worker fed a positive offset must allow it:
+  ``python -m workers --max-future-ms`` >= the offset plus a margin (its default, an hour, covers
+  offsets up to about 59 minutes). ``--hold-after-history``: after the history is acknowledged,
+  print one JSON line ``{"history": {...}}`` on stdout and wait for a line on stdin before the live
+  phase (``ops.demo`` waits there for the warm-up to be scored). The summary's counts are the live
+  phase's; ``live`` holds the history's and the held labels' (``labels_not_due``: not due when the
+  run ended, never sent).
 """
 
 from __future__ import annotations
@@ -13,9 +37,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import FraudstreamError
 from schemas.settings import add, non_negative_float, positive_int
+
+if TYPE_CHECKING:
+    from ops.loadgen.schedule import Schedule
+    from ops.loadgen.send import ProducerOptions, Summary
+    from trainer.simulate import History, Labels
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
@@ -37,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--days", "FRAUDSTREAM_SIM_DAYS", 84, "simulated days", positive_int)
     add(p, "--start", "FRAUDSTREAM_SIM_START", "2018-04-01", "first simulated day (UTC date)")
     add(p, "--seed", "FRAUDSTREAM_SIM_SEED", 0, "simulator seed", int)
+    add(p, "--label-delay-days", "FRAUDSTREAM_LOADGEN_LABEL_DELAY_DAYS", None,
+        "simulated labels reported this many days after their transaction (else the simulator's delays: "
+        "1-7 days mostly, a tail beyond); a labels file without reported_at: ts + this (else 7)", positive_int)
+    add(p, "--live", "FRAUDSTREAM_LOADGEN_LIVE", False,
+        "live time: event time = wall clock; the history shifted to end now and sent at once, then live "
+        "transactions (see above)", _flag)
+    add(p, "--history-days", "FRAUDSTREAM_LOADGEN_HISTORY_DAYS", None,
+        "--live: days of history (from the first day) sent as warm-up before the live phase", _non_negative_int,
+        shown="37 with --live")
+    add(p, "--clock-offset-ms", "FRAUDSTREAM_LOADGEN_CLOCK_OFFSET_MS", None,
+        "--live: event time = wall clock + this (the worker needs --max-future-ms above a positive offset)", int,
+        shown="0")
+    add(p, "--hold-after-history", "FRAUDSTREAM_LOADGEN_HOLD_AFTER_HISTORY", False,
+        "--live: after the history, print {\"history\": ...} on stdout and wait for a line on stdin", _flag)
     add(p, "--skip", "FRAUDSTREAM_LOADGEN_SKIP", 0, "start at this transaction index of the history", int)
     add(p, "--count", "FRAUDSTREAM_LOADGEN_COUNT", None, "stop after this many transactions", positive_int)
     add(p, "--duration", "FRAUDSTREAM_LOADGEN_DURATION_S", None, "stop after this many seconds", non_negative_float)
@@ -61,10 +105,17 @@ def _flag(value: str) -> bool:
     return flag(value)
 
 
+def _non_negative_int(value: str) -> int:
+    x = int(value)
+    if x < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return x
+
+
 def main(argv: list[str] | None = None) -> int:
     # Flags given without a value act as switches.
     argv = list(sys.argv[1:] if argv is None else argv)
-    for switch in ("--no-labels", "--quiet", "--json"):
+    for switch in ("--no-labels", "--quiet", "--json", "--live", "--hold-after-history"):
         argv = [a for a in argv for a in ((a, "true") if a == switch else (a,))]
     try:
         return run(build_parser().parse_args(argv))
@@ -88,24 +139,23 @@ def run(a: argparse.Namespace) -> int:
     schedule = Schedule(rate=a.rate or None, steps=parse_steps(a.steps) if a.steps else None)
     if (a.transactions is None) != (a.labels is None):
         raise ValueError("--transactions and --labels go together")
-    if a.transactions is not None:
-        from ops.loadgen.source import from_files
-
-        h, labels = from_files(a.transactions, a.labels)
-    else:
-        from ops.loadgen.source import simulated
-        from trainer.simulate import SimConfig
-
-        h, labels = simulated(SimConfig(a.customers, a.terminals, a.days, a.start, a.seed))
+    if not a.live:
+        for name, value in (("--history-days", a.history_days), ("--clock-offset-ms", a.clock_offset_ms),
+                            ("--hold-after-history", a.hold_after_history or None)):
+            if value is not None:
+                raise ValueError(f"{name} needs --live")
     limit = a.count
     if limit is None and schedule.total is not None:
         limit = int(schedule.total) + 1
     if limit is None and a.rate and a.duration is not None:
         limit = int(a.rate * a.duration) + 1
-    stop = min(len(h), a.skip + limit) if limit is not None else len(h)
+    h, labels, days = _history(a, limit)
     ensure_topics(a.bootstrap, [a.topic_transactions, a.topic_labels], a.partitions)
     opts = ProducerOptions(acks=a.acks, linger_ms=a.linger_ms, batch_size=a.batch_size,
                            compression=None if a.compression == "none" else a.compression, client=a.client)
+    if a.live:
+        return _run_live(a, h, None if a.no_labels else labels, days, limit, schedule, opts)
+    stop = min(len(h), a.skip + limit) if limit is not None else len(h)
     stream = events(h, None if a.no_labels else labels, a.skip, stop)
     if a.quiet:
         summary = send(a.bootstrap, a.topic_transactions, a.topic_labels, stream, schedule, opts, a.count, a.duration)
@@ -116,15 +166,77 @@ def run(a: argparse.Namespace) -> int:
         with live_progress(total) as progress:
             summary = send(a.bootstrap, a.topic_transactions, a.topic_labels, stream, schedule, opts, a.count,
                            a.duration, progress=progress)
+    _report(a, summary, schedule)
+    if stop - a.skip > summary.transactions and a.count is not None and summary.transactions < a.count:
+        print(f"note: the history ran out after {summary.transactions} transactions", file=sys.stderr)
+    return 0
+
+
+def _history(a: argparse.Namespace, limit: int | None) -> tuple[History, Labels, int | None]:
+    """The history and its labels; in live mode a simulated one long enough for ``limit`` live transactions
+    (its days doubled until it is), with the days simulated."""
+    if a.transactions is not None:
+        from ops.loadgen.source import from_files
+
+        h, labels = from_files(a.transactions, a.labels, a.label_delay_days)
+        return h, labels, None
+    from ops.loadgen.live import HISTORY_DAYS, first_index_of_day
+    from ops.loadgen.source import simulated
+    from trainer.simulate import SimConfig
+
+    days = a.days
+    while True:
+        h, labels = simulated(SimConfig(a.customers, a.terminals, days, a.start, a.seed), a.label_delay_days)
+        if not a.live or limit is None or days > 3650:
+            break
+        split = max(a.skip, first_index_of_day(h, HISTORY_DAYS if a.history_days is None else a.history_days))
+        if len(h) - split >= limit:
+            break
+        days *= 2
+    if days != a.days:
+        print(f"note: --live needs {limit:,} transactions after the history; simulated {days} days instead of "
+              f"--days {a.days}", file=sys.stderr)
+    return h, labels, days
+
+
+def _run_live(a: argparse.Namespace, h: History, labels: Labels | None, days: int | None, limit: int | None,
+              schedule: Schedule, opts: ProducerOptions) -> int:
+    from ops.loadgen.live import HISTORY_DAYS, first_index_of_day, now_ms, plan, send_live
+
+    offset = a.clock_offset_ms or 0
+    split = max(a.skip, first_index_of_day(h, HISTORY_DAYS if a.history_days is None else a.history_days))
+    stop = min(len(h), split + limit) if limit is not None else len(h)
+    p = plan(h, labels, now_ms(offset), a.skip, split, stop)
+    hold = _hold if a.hold_after_history else None
+    if a.quiet:
+        summary = send_live(a.bootstrap, a.topic_transactions, a.topic_labels, p, schedule, opts, a.count,
+                            a.duration, offset, hold)
+    else:
+        from ops.loadgen.display import live_mode_progress
+
+        with live_mode_progress(len(p.history), stop - split) as (hist_progress, progress):
+            summary = send_live(a.bootstrap, a.topic_transactions, a.topic_labels, p, schedule, opts, a.count,
+                                a.duration, offset, hold, progress, hist_progress)
+    assert summary.live is not None
+    summary.live["days"] = days
+    _report(a, summary, schedule)
+    if a.count is not None and p.live_transactions < a.count:
+        print(f"note: the history ran out after {p.live_transactions} live transactions", file=sys.stderr)
+    return 0
+
+
+def _hold(history: dict[str, Any]) -> None:
+    print(json.dumps({"history": history}), flush=True)
+    sys.stdin.readline()
+
+
+def _report(a: argparse.Namespace, summary: Summary, schedule: Schedule) -> None:
     if a.json:
         print(json.dumps(summary.as_dict()))
     else:
         from ops.loadgen.display import print_summary
 
         print_summary(summary, schedule)
-    if stop - a.skip > summary.transactions and a.count is not None and summary.transactions < a.count:
-        print(f"note: the history ran out after {summary.transactions} transactions", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

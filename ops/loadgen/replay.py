@@ -1,5 +1,6 @@
 """Event-time replay of a history: transactions keyed by customer, labels keyed by terminal,
-each label published at its ``available_at`` (the feedback delay after its transaction).
+each label published when the replay reaches its ``reported_at`` (when the feedback became known),
+its JSON carrying ``reported_at``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,15 @@ def transaction_value(tx_id: str, ts: int, customer_id: str, terminal_id: str, c
                          "amount": cents / 100})
 
 
+def label_value(tx_id: str, customer_id: str, terminal_id: str, ts: int, is_fraud: int, reported_at: int) -> bytes:
+    """A Label record value (``schemas/Label``): ``is_fraud`` the integer 0 or 1, ``reported_at`` >= ``ts``."""
+    return orjson.dumps({"tx_id": tx_id, "customer_id": customer_id, "terminal_id": terminal_id, "ts": ts,
+                         "is_fraud": 1 if is_fraud else 0, "reported_at": reported_at})
+
+
 def events(h: History, labels: Labels | None, start: int = 0, stop: int | None = None) -> Iterator[Event]:
-    """Transactions ``start:stop`` (by index) and the labels that become available in that span."""
+    """Transactions ``start:stop`` (by index) and the labels reported in that span (``reported_at`` from
+    the ``start``-th transaction's ts, before the ``stop``-th's), each at its ``reported_at``."""
     n = len(h.ts)
     stop = n if stop is None else min(stop, n)
     lo = int(h.ts[start]) if 0 < start < n else None
@@ -41,17 +49,16 @@ def events(h: History, labels: Labels | None, start: int = 0, stop: int | None =
                                    int(h.amount_cents[i])))
            for i in range(start, stop)]
     if labels is not None:
-        avail = np.asarray(labels.available_at)
-        mask = np.ones(len(avail), dtype=bool)
+        reported = np.asarray(labels.reported_at)
+        mask = np.ones(len(reported), dtype=bool)
         if lo is not None:
-            mask &= avail >= lo
+            mask &= reported >= lo
         if hi is not None:
-            mask &= avail < hi
+            mask &= reported < hi
         for j in np.flatnonzero(mask):
-            value = orjson.dumps({"tx_id": str(labels.tx_id[j]), "customer_id": str(labels.customer_id[j]),
-                                  "terminal_id": str(labels.terminal_id[j]), "ts": int(labels.ts[j]),
-                                  "is_fraud": int(labels.is_fraud[j])})
-            out.append(Event(int(avail[j]), LABEL, str(labels.terminal_id[j]).encode(), value))
+            value = label_value(str(labels.tx_id[j]), str(labels.customer_id[j]), str(labels.terminal_id[j]),
+                                int(labels.ts[j]), int(labels.is_fraud[j]), int(reported[j]))
+            out.append(Event(int(reported[j]), LABEL, str(labels.terminal_id[j]).encode(), value))
     yield from sorted(out, key=lambda e: (e.time_ms, e.kind))
 
 

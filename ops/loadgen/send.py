@@ -1,9 +1,10 @@
 """The load generator's send loop: paced produce, with progress and a summary.
 
 Transactions are paced by a ``Schedule``; a label is sent as soon as the replay reaches its
-``available_at`` (event time), so labels never precede their transactions and are not counted
+``reported_at`` (event time; never before its transaction's ``ts``), and labels are not counted
 against the rate. Every record's Kafka timestamp is its send time (wall clock), which is what the
-benchmark's end-to-end latency starts from.
+benchmark's end-to-end latency starts from. Live time (event time = wall clock) is
+``ops.loadgen.live``, on the same sinks.
 
 Two clients behind one loop (``ProducerOptions.client``):
 
@@ -54,6 +55,7 @@ class Summary:
     step_counts: list[int] = field(default_factory=list)   # transactions per scheduled step
     step_rates: list[float] = field(default_factory=list)  # achieved: count / (last - first send) of the step
     client: str = ""
+    live: dict[str, Any] | None = None  # live mode (``ops.loadgen.live``): the history and the clock
 
     @property
     def tx_rate(self) -> float:

@@ -48,7 +48,7 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, d
 def test_cli_sends_exactly_the_count_keyed_by_customer_with_labels_after_their_transactions(
         kafka_bootstrap: str, new_topic: Callable[..., str], capsys: pytest.CaptureFixture[str], client: str) -> None:
     tx, lab = new_topic(partitions=3), new_topic(partitions=2)
-    # 60 days of 40 customers: labels (7 days after their transaction) arrive within the first 1 500.
+    # 60 days of 40 customers: labels (reported days after their transaction) arrive within the first 1 500.
     t0 = time.time() * 1000
     rc = main(["--bootstrap", kafka_bootstrap, "--topic-transactions", tx, "--topic-labels", lab,
                "--customers", "40", "--terminals", "80", "--days", "60", "--seed", "1", "--count", "1500",
@@ -72,6 +72,13 @@ def test_cli_sends_exactly_the_count_keyed_by_customer_with_labels_after_their_t
     for _, ts, _, v in labels:
         assert v["tx_id"] in sent_ts
         assert ts >= sent_at[str(v["tx_id"])]
+        assert v["ts"] == sent_ts[v["tx_id"]] and int(str(v["ts"])) <= int(str(v["reported_at"]))
+        assert v["is_fraud"] in (0, 1)
+    # A label is sent when the replay reaches its reported_at: exactly those reported before the next transaction.
+    h, labs = simulated(SimConfig(customers=40, terminals=80, days=60, seed=1))
+    assert len(labels) == int((labs.reported_at < h.ts[1500]).sum())
+    assert sorted(str(v["tx_id"]) for _, _, _, v in labels) == sorted(
+        str(t) for t, r in zip(labs.tx_id, labs.reported_at, strict=True) if r < h.ts[1500])
     # Within each partition, transactions are in event-time order.
     for p in range(3):
         times = [int(str(v["ts"])) for part, _, _, v in txs if part == p]
