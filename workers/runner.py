@@ -174,6 +174,7 @@ class Runner:
             if not items:
                 return []
             await self._publish(items)
+            self._forget_old({i.record.partition for i in items})
             self.processed.update({i.record.partition: i.record.offset + 1 for i in items})  # last per partition
             return [i.record for i in items]
 
@@ -249,13 +250,24 @@ class Runner:
         known = mine + ([(final + 1) * DAY_MS] if final is not None else [])
         return max(known) if known else None
 
+    def _pending_min_ts(self, p: int) -> int | None:
+        """A lower bound of the event times queued on partition ``p``: a queued transaction's successors
+        are at most the lateness older than the first."""
+        first = next((i.admitted.tx.ts for i in self.pending.get(p, ()) if i.admitted is not None), None)
+        return None if first is None else first - self.s.lateness_ms
+
+    def _forget_old(self, partitions: set[int]) -> None:
+        for p in partitions:
+            state = self.states.get(p)
+            if state is not None:
+                state.forget_old(self._pending_min_ts(p))
+
     def lows(self) -> dict[int, int]:
         """Per partition, the oldest day a restart from its last commit may score (``TxPartition.low_day``);
-        call it after a commit. A queued transaction's successors are at most the lateness older than it."""
+        call it after a commit."""
         out: dict[int, int] = {}
         for p, state in self.states.items():
-            first = next((i.admitted.tx.ts for i in self.pending.get(p, ()) if i.admitted is not None), None)
-            low = state.low_day(None if first is None else first - state.lateness_ms)
+            low = state.low_day(self._pending_min_ts(p))
             if low is not None:
                 out[p] = low
         return out

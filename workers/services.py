@@ -82,6 +82,7 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
             # The days these records close were published by whoever admitted them before committing
             # past them; closing them here keeps the replay's memory to the horizon (and evicts alike).
             state.close_days()
+            state.forget_old()
     finally:
         await consumer.stop()
     state.next_offset = upto

@@ -106,14 +106,18 @@ class TxPartition:
             return []
         self.closed_through = through
         done = sorted(d for d in self.open_days if d <= through)
-        self._forget_old()
         return [(d, self.open_days.pop(d)) for d in done]
 
-    def _forget_old(self) -> None:
+    def forget_old(self, pending_min_ts: int | None = None) -> None:
         """Forget tx ids whole days at a time once the entire day is older than the horizon (cost
         proportional to what is evicted), and with them customers whose history has emptied: no
-        transaction still to come (at most the lateness behind the newest) reads before ``cut``."""
-        cut = self.max_ts - CUSTOMER_HORIZON_MS - self.lateness_ms
+        transaction still to be scored reads before ``cut`` — neither one to come (at most the
+        lateness behind the newest) nor one admitted and still waiting (``pending_min_ts``, the
+        oldest queued), which may be days behind the newest while it waits for terminal finality."""
+        low = self.max_ts - self.lateness_ms
+        if pending_min_ts is not None:
+            low = min(low, pending_min_ts)
+        cut = low - CUSTOMER_HORIZON_MS
         for d in [d for d in self.seen_days if d < cut // DAY_MS]:
             for tx_id, customer in self.seen_days.pop(d):
                 del self.seen[tx_id]

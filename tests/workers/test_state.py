@@ -166,12 +166,12 @@ def test_seen_ids_are_forgotten_a_whole_day_at_a_time_once_past_the_horizon() ->
 
     assert state.admit(tx("old", day0 + 5), 0) is True
     assert state.admit(tx("mid", day0 + DAY_MS + 5), 1) is True
-    state.close_days()
+    state.forget_old()
     # Still within the horizon: a new offset with the same id is a duplicate.
     assert not isinstance(state.admit(tx("old", day0 + DAY_MS + 6), 2), bool)
     # The watermark moves past the horizon of day0 (not of day0 + 1): "old" is forgotten, "mid" is not.
     assert state.admit(tx("new", day0 + CUSTOMER_HORIZON_MS + DAY_MS + 10), 3) is True
-    state.close_days()
+    state.forget_old()
     assert "old" not in state.seen and "mid" in state.seen
     assert sorted(state.seen_days) == [day0 // DAY_MS + 1, (day0 + CUSTOMER_HORIZON_MS + DAY_MS + 10) // DAY_MS]
 
@@ -180,11 +180,26 @@ def test_customers_who_never_come_back_are_forgotten() -> None:
     state = TxPartition(0, lateness_ms=0)
     for i in range(100):  # a new customer a day, each seen once
         state.admit(Tx(f"tx{i}", D0 + i * DAY_MS, f"c{i}", "t1", 100), i)
-        state.close_days()
+        state.forget_old()
     assert len(state.customers) <= 32 and len(state.seen) <= 32
     assert "c0" not in state.customers and "c99" in state.customers
     assert state.low_day(None) == (D0 + 99 * DAY_MS) // DAY_MS
     assert state.low_day(D0 + 50 * DAY_MS) == D0 // DAY_MS + 50
+
+
+def test_a_transaction_waiting_to_be_scored_keeps_its_customer_history() -> None:
+    # A transaction admitted on day 0 waits (terminal finality) while the partition's watermark runs
+    # 40 days ahead: its customer's window must still hold it when it is finally scored.
+    state = TxPartition(0, lateness_ms=0)
+    waiting = Tx("w", D0 + 5, "c1", "t1", 700)
+    state.admit(Tx("before", D0 + 1, "c1", "t1", 300), 0)
+    state.admit(waiting, 1)
+    state.admit(Tx("far", D0 + 40 * DAY_MS, "c2", "t1", 100), 2)
+    state.forget_old(pending_min_ts=waiting.ts)
+    assert state.customers["c1"].windows(waiting.ts, "w")[-1] == (2, 1000)
+    assert "w" in state.seen
+    state.forget_old()  # once it is scored, the horizon of the newest applies
+    assert "c1" not in state.customers and "w" not in state.seen
 
 
 def test_table_windows_in_one_pass_equal_each_window_summed_on_its_own() -> None:
