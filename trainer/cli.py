@@ -39,6 +39,9 @@ def _sim_options(p: argparse.ArgumentParser) -> None:
     add(p, "--days", "FRAUDSTREAM_SIM_DAYS", d.days, "simulated days", positive_int)
     add(p, "--start", "FRAUDSTREAM_SIM_START", d.start, "first simulated day (UTC date)")
     add(p, "--seed", "FRAUDSTREAM_SIM_SEED", d.seed, "simulator seed", int)
+    add(p, "--label-delay-days", "FRAUDSTREAM_LABEL_DELAY_DAYS", None,
+        "report every simulated label this many days after its transaction (default: realistic delays, "
+        "85 %% within 1-7 days, a tail of chargebacks up to 60 days)", positive_int)
     p.add_argument("--quick", action="store_true",
                    help=f"small and fast: {QUICK.customers} customers, {QUICK.terminals} terminals, {QUICK.days} days")
 
@@ -129,7 +132,7 @@ def _progress() -> Any:
                     TextColumn("{task.fields[metric]}"), TimeElapsedColumn(), transient=True)
 
 
-def _simulate(cfg: SimConfig) -> tuple[Any, Any]:
+def _simulate(cfg: SimConfig, label_delay_days: int | None) -> tuple[Any, Any]:
     from trainer.simulate import labels_of, simulate
 
     t0 = time.monotonic()
@@ -137,7 +140,7 @@ def _simulate(cfg: SimConfig) -> tuple[Any, Any]:
     _log(f"simulated {len(h)} transactions ({h.is_fraud.mean():.2%} fraud), {cfg.customers} customers, "
          f"{cfg.terminals} terminals, {cfg.days} days from {cfg.start}, seed {cfg.seed} "
          f"({time.monotonic() - t0:.1f}s)")
-    return h, labels_of(h)
+    return h, labels_of(h, label_delay_days)
 
 
 def _train(args: argparse.Namespace, history: Any, labels: Any, facts: dict[str, Any]) -> Path:
@@ -174,8 +177,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from trainer.data import write_history
 
     cfg = _sim_config(args)
-    h, _ = _simulate(cfg)
-    tx, lab = write_history(h, args.data_dir)
+    h, _ = _simulate(cfg, args.label_delay_days)
+    tx, lab = write_history(h, args.data_dir, feedback_delay_days=args.label_delay_days)
     _log(f"wrote {tx} and {lab}")
     return 0
 
@@ -191,8 +194,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         _train(args, loaded.history, loaded.labels, {"source": "files", "transactions": str(args.transactions)})
         return 0
     cfg = _sim_config(args)
-    h, lab = _simulate(cfg)
+    h, lab = _simulate(cfg, args.label_delay_days)
     _train(args, h, lab, {"source": "simulator", **{f.name: getattr(cfg, f.name) for f in fields(SimConfig)},
+                          "label_delay_days": args.label_delay_days,
                           "transactions": len(h), "fraud_rate": float(h.is_fraud.mean())})
     return 0
 
@@ -201,10 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from trainer.data import write_history
 
     cfg = _sim_config(args)
-    h, lab = _simulate(cfg)
-    write_history(h, args.data_dir)
+    h, lab = _simulate(cfg, args.label_delay_days)
+    write_history(h, args.data_dir, feedback_delay_days=args.label_delay_days)
     _log(f"wrote the history to {args.data_dir}/ (the load generator replays it)")
     _train(args, h, lab, {"source": "simulator", **{f.name: getattr(cfg, f.name) for f in fields(SimConfig)},
+                          "label_delay_days": args.label_delay_days,
                           "transactions": len(h), "fraud_rate": float(h.is_fraud.mean())})
     return 0
 
@@ -216,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     params = _fit_params(args)
     rows: dict[str, list[tuple[float, float, float]]] = {"lightgbm": [], "logistic": []}
     for seed in args.seeds:
-        h, lab = _simulate(_sim_config(args, seed))
+        h, lab = _simulate(_sim_config(args, seed), args.label_delay_days)
         ds = Dataset.build(h, lab)
         split = default_split(h)
         mask = test_mask(ds, split)
