@@ -28,7 +28,7 @@ REASONS = {
     "bad_ts": "the event time is outside [2000-01-01, 2100-01-01)",
     "future_ts": "the event time is further in the future than allowed",
     "late": "the event is later than the allowed lateness for its customer",
-    "key_mismatch": "the record key is not the transaction's customer_id",
+    "key_mismatch": "the record key is not the transaction's customer_id (a label's: its terminal_id)",
     "duplicate_tx_id": "a transaction with this tx_id was already seen at another offset",
     "scoring_failed": "scoring failed after retries",
     "terminal_state_not_final": "the terminal day buckets the features need were not final within the wait bound",
@@ -38,6 +38,10 @@ REASONS = {
     "late_report": "a label reported before a cut-off its labels partition had already closed (counted from the "
                    "next open cut-off; not dead-lettered: this reason is only a metric label)",
 }
+
+# The categories a label can be dead-lettered with (``decode_label`` and the aggregator's key check).
+LABEL_REASONS = ("empty", "too_large", "not_utf8", "bad_json", "too_deep", "not_object", "missing_field", "bad_type",
+                 "bad_id", "bad_ts", "bad_is_fraud", "bad_reported_at", "key_mismatch")
 
 
 class Tx(NamedTuple):

@@ -36,6 +36,8 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _go_float
 
+from schemas.validate import LABEL_REASONS
+
 BATCH_BUCKETS = tuple(float(2**i) for i in range(17))  # 1 .. 65536 rows
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -114,6 +116,8 @@ class Metrics:
         self.labels = Counter("fraudstream_labels_consumed", "records read from the labels topic", registry=r)
         self.label_dead_letters = Counter("fraudstream_label_dead_letters", "label records sent to the dead-letter "
                                           "topic, by reason category", ["reason"], registry=r)
+        for reason in LABEL_REASONS:  # every series from 0, so that rate() and alerts see the first one
+            self.label_dead_letters.labels(reason)
         self.labels_restamped = Counter("fraudstream_labels_late_restamped", "labels that arrived after their report "
                                         "slot had closed (later than --label-lateness-ms): counted from the next slot",
                                         registry=r)
