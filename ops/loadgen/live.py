@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from ops.loadgen.replay import LABEL, TX, Event, label_value, transaction_value
 from ops.loadgen.schedule import Schedule
-from ops.loadgen.send import ProducerOptions, Progress, Sink, Summary, make_sink, send
+from ops.loadgen.send import Meter, ProducerOptions, Progress, Sink, Summary, make_sink, send
 from trainer.simulate import History, Labels
 
 DAY_MS = 86_400_000
@@ -170,18 +170,14 @@ async def _live(sink: Sink, client: str, tx_topic: str, label_topic: str, p: Liv
     # (reported_at, tie-break, from the history?, key, value): a min-heap of the labels not yet due.
     pending: list[tuple[int, int, bool, bytes, bytes]] = [(r, next(seq), True, e.key, e.value) for r, e in p.held]
     heapq.heapify(pending)
-    out = Summary(step_counts=[0] * max(len(schedule.steps), 1), client=client)
-    spans: list[list[float]] = [[float("inf"), 0.0] for _ in out.step_counts]
     held_sent = live_labels = 0
     first_ts = last_ts = None
     try:
         await sink.start([tx_topic, label_topic])
-        clock = time.perf_counter
-        t0 = clock()
-        next_report = 0.0
+        m = Meter(schedule, client, progress, progress_every_s)
         while True:
-            n = out.transactions
-            now = clock() - t0
+            n = m.out.transactions
+            now = m.elapsed()
             due = schedule.due(n) if n < p.live_transactions and (count is None or n < count) else None
             if due is not None and duration_s is not None and max(now, due) >= duration_s:
                 due = None
@@ -191,8 +187,7 @@ async def _live(sink: Sink, client: str, tx_topic: str, label_topic: str, p: Liv
             if pending and pending[0][0] <= wall:
                 _, _, from_history, key, value = heapq.heappop(pending)
                 await sink.send(label_topic, key, value)
-                out.labels += 1
-                out.bytes += len(key) + len(value)
+                m.label(len(key) + len(value))
                 if from_history:
                     held_sent += 1
                 else:
@@ -213,31 +208,15 @@ async def _live(sink: Sink, client: str, tx_topic: str, label_topic: str, p: Liv
             await sink.send(tx_topic, key, value)
             first_ts = ts if first_ts is None else first_ts
             last_ts = ts
-            out.transactions += 1
-            out.bytes += len(key) + len(value)
-            step = schedule.step_of(due)
-            out.step_counts[step] += 1
-            span = spans[step]
-            span[0], span[1] = min(span[0], now), max(span[1], now)
+            m.transaction(due, now, len(key) + len(value))
             for lab in p.live_labels.get(i, ()):
                 heapq.heappush(pending, (ts + lab.delay_ms, next(seq), False, term.encode(),
                                          label_value(tx_id, cust, term, ts, lab.is_fraud, ts + lab.delay_ms)))
-            if (out.transactions + out.labels) % 256 == 0:
-                now = clock() - t0
-                if progress is not None and now >= next_report:
-                    progress(out.transactions, out.labels, now)
-                    next_report = now + progress_every_s
-                await asyncio.sleep(0)  # let the client's sender run while unpaced
-        out.send_seconds = clock() - t0
-        await sink.finish()
-        out.seconds = clock() - t0
+            await m.tick()
+        await m.finish(sink)
     finally:
         await sink.close()
-    if progress is not None:
-        progress(out.transactions, out.labels, out.seconds)
-    if schedule.steps:
-        out.step_rates = [k / (hi - lo) if k > 1 and hi > lo else 0.0
-                          for k, (lo, hi) in zip(out.step_counts, spans, strict=True)]
+    out = m.summary()
     not_due_history = sum(1 for x in pending if x[2])
     out.live = {"held_labels_sent": held_sent, "live_labels_sent": live_labels,
                 "labels_not_due": len(pending), "held_labels_not_due": not_due_history,

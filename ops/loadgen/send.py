@@ -72,6 +72,59 @@ class Summary:
 Progress = Callable[[int, int, float], None]  # (transactions, labels, elapsed seconds)
 
 
+class Meter:
+    """What every sender keeps while it sends: the counts in a :class:`Summary`, each schedule step's
+    first and last send (for its achieved rate), and the progress reports."""
+
+    def __init__(self, schedule: Schedule, client: str, progress: Progress | None, every_s: float) -> None:
+        self.out = Summary(step_counts=[0] * max(len(schedule.steps), 1), client=client)
+        self.schedule, self.progress, self.every_s = schedule, progress, every_s
+        self.spans: list[list[float]] = [[float("inf"), 0.0] for _ in self.out.step_counts]
+        self.clock = time.perf_counter
+        self.t0 = self.clock()
+        self.next_report = 0.0
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def transaction(self, due: float, now: float, size: int) -> None:
+        self.out.transactions += 1
+        self.out.bytes += size
+        step = self.schedule.step_of(due)
+        self.out.step_counts[step] += 1
+        span = self.spans[step]
+        span[0], span[1] = min(span[0], now), max(span[1], now)
+
+    def label(self, size: int) -> None:
+        self.out.labels += 1
+        self.out.bytes += size
+
+    async def tick(self) -> None:
+        """Every 256 records: a progress report when due, and a yield so that the client's sender runs
+        while unpaced."""
+        out = self.out
+        if (out.transactions + out.labels) % 256 == 0:
+            now = self.elapsed()
+            if self.progress is not None and now >= self.next_report:
+                self.progress(out.transactions, out.labels, now)
+                self.next_report = now + self.every_s
+            await asyncio.sleep(0)
+
+    async def finish(self, sink: Sink) -> None:
+        self.out.send_seconds = self.elapsed()
+        await sink.finish()
+        self.out.seconds = self.elapsed()
+
+    def summary(self) -> Summary:
+        out = self.out
+        if self.progress is not None:
+            self.progress(out.transactions, out.labels, out.seconds)
+        if self.schedule.steps:
+            out.step_rates = [n / (hi - lo) if n > 1 and hi > lo else 0.0
+                              for n, (lo, hi) in zip(out.step_counts, self.spans, strict=True)]
+        return out
+
+
 def make_producer(bootstrap: str, opts: ProducerOptions) -> KafkaProducer:
     acks: int | str = opts.acks if opts.acks == "all" else int(opts.acks)
     return KafkaProducer(bootstrap_servers=bootstrap, **KafkaAuth.from_env().kafka_python(), acks=acks,
@@ -201,49 +254,28 @@ async def _send(sink: Sink, client: str, tx_topic: str, label_topic: str, stream
         it = iter(stream)
         head = next(it, None)
         stream = itertools.chain([] if head is None else [head], it)
-        out = Summary(step_counts=[0] * max(len(schedule.steps), 1), client=client)
-        spans: list[list[float]] = [[float("inf"), 0.0] for _ in out.step_counts]
-        clock = time.perf_counter
-        t0 = clock()
-        next_report = 0.0
+        m = Meter(schedule, client, progress, progress_every_s)
         for e in stream:
             if e.kind == TX:
-                if count is not None and out.transactions >= count:
+                if count is not None and m.out.transactions >= count:
                     break
-                due = schedule.due(out.transactions)
+                due = schedule.due(m.out.transactions)
                 if due is None:
                     break
-                now = clock() - t0
+                now = m.elapsed()
                 if duration_s is not None and max(now, due) >= duration_s:
                     break
                 if due > now:
                     await sink.idle()
-                    await asyncio.sleep(max(due - (clock() - t0), 0.0))
+                    await asyncio.sleep(max(due - m.elapsed(), 0.0))
                     now = due
                 await sink.send(tx_topic, e.key, e.value)
-                out.transactions += 1
-                step = schedule.step_of(due)
-                out.step_counts[step] += 1
-                span = spans[step]
-                span[0], span[1] = min(span[0], now), max(span[1], now)
+                m.transaction(due, now, len(e.value) + len(e.key))
             else:
                 await sink.send(label_topic, e.key, e.value)
-                out.labels += 1
-            out.bytes += len(e.value) + len(e.key)
-            if (out.transactions + out.labels) % 256 == 0:
-                now = clock() - t0
-                if progress is not None and now >= next_report:
-                    progress(out.transactions, out.labels, now)
-                    next_report = now + progress_every_s
-                await asyncio.sleep(0)  # let the client's sender run while unpaced
-        out.send_seconds = clock() - t0
-        await sink.finish()
-        out.seconds = clock() - t0
+                m.label(len(e.value) + len(e.key))
+            await m.tick()
+        await m.finish(sink)
     finally:
         await sink.close()
-    if progress is not None:
-        progress(out.transactions, out.labels, out.seconds)
-    if schedule.steps:
-        out.step_rates = [n / (hi - lo) if n > 1 and hi > lo else 0.0
-                          for n, (lo, hi) in zip(out.step_counts, spans, strict=True)]
-    return out
+    return m.summary()
