@@ -51,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    fatal = app.conf.fraudstream["health"].fatal
+    if fatal is not None:  # a dead component, an output refused for good, a drain past its bound
+        print(f"error: the worker stopped: {fatal}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

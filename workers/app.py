@@ -5,7 +5,9 @@ it only after every output of the batch is acknowledged (``Runner.process`` retu
 order. Faust's own ack when the ``take_events`` body ends (or is cancelled) then cannot make a
 record committable early (faust-streaming#606 and the take() ack-on-raise behaviour).
 SIGTERM: no new batch starts, the batch in flight finishes and is acked, then Faust stops and
-commits.
+commits; a batch whose outputs still fail after --drain-timeout-s is abandoned unacknowledged
+(exit 1). Supervision: the background components run under a ``Supervisor``; one that dies, a
+non-retriable output error or a bug makes the worker not live and not ready, and it exits 1.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -26,7 +29,8 @@ from schemas.bundle import Bundle
 from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.consume import DirectConsumer
-from workers.health import Health, Server, make_app
+from workers.errors import ComponentDied
+from workers.health import Health, Server, Supervisor, make_app
 from workers.labels import LabelAggregator
 from workers.metrics import Metrics
 from workers.publish import Publisher
@@ -37,6 +41,7 @@ from workers.terminals import TerminalTable
 from workers.watchdog import OffsetSampler, Watchdog, run_watchdog
 
 log = logging.getLogger("fraudstream.worker")
+FATAL_GRACE_S = 2.0
 
 
 def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
@@ -83,19 +88,26 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         t0 = time.monotonic()
         await publisher.start()
         await reader.start()
+        supervisor.watch("terminal-table reader", reader.task)
         await labels.start()
+        supervisor.watch("label aggregator", labels.task)
         await reader.caught_up.wait()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
+        supervisor.watch("watchdog", asyncio.ensure_future(watch_partitions()))
         ready.set()
         health.ready = True
         log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", s.worker_id,
                  time.monotonic() - t0, scorer.provider, bundle.model_version, bundle.path, scorer.graph)
 
     async def drain() -> None:
-        log.info("SIGTERM: draining the batch in flight")
+        log.info("SIGTERM: draining the batch in flight (at most %.0fs)", s.drain_timeout_s)
         draining.set()
         health.draining = True
+        supervisor.stopping = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(s.drain_timeout_s, publisher.interrupt)
+        loop.call_later(s.drain_timeout_s + 20, hard_exit)
         if direct is not None:
             direct.stopping.set()
             if direct_task is not None:
@@ -133,12 +145,34 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         paused = (paused | pause) - resume
 
     def fail(what: str) -> None:
-        # A bug, not bad input (bad input is dead-lettered): stop without acking, so the records
-        # are redelivered after a restart rather than skipped.
-        log.exception("unexpected failure %s; stopping the worker", what)
+        # Not bad input (that is dead-lettered): an output refused for good, or a bug. Stop without
+        # acking, so the records are redelivered after a restart rather than skipped.
+        log.exception("failure %s; stopping the worker", what)
+        stop_fatally(what)
+
+    def component_died(name: str, exc: BaseException | None) -> None:
+        err = ComponentDied(name, exc)
+        log.error("%s; stopping the worker", err, exc_info=exc)
+        stop_fatally(str(err))
+
+    def stop_fatally(reason: str) -> None:
+        if fatal.is_set():
+            return
         fatal.set()
-        health.fatal = what
-        os.kill(os.getpid(), signal.SIGINT)
+        health.fatal = reason
+        supervisor.stopping = True
+        publisher.interrupt()
+        # A moment before stopping, so that probes and scrapers see why (/healthz, /readyz say it).
+        loop = asyncio.get_running_loop()
+        loop.call_later(FATAL_GRACE_S, os.kill, os.getpid(), signal.SIGINT)
+        loop.call_later(FATAL_GRACE_S + s.drain_timeout_s + 20, hard_exit)
+
+    def hard_exit() -> None:
+        log.error("the worker did not stop within %.0fs of the drain bound; exiting", s.drain_timeout_s + 20)
+        logging.shutdown()
+        os._exit(1)
+
+    supervisor = Supervisor(component_died)
 
     direct = DirectConsumer(s, runner, fail) if s.consumer == "direct" else None
     direct_task: asyncio.Task[None] | None = None
@@ -165,8 +199,9 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
             app.consumer.resume_partitions({TP(s.topics.transactions, p)})
 
     health.assigned = assigned
-    server = Server(metrics_socket, make_app(health, metrics, {"pause": hold, "resume": release}
-                                             if s.test_hooks else None)) if metrics_socket is not None else None
+    hooks: dict[str, Callable[[int], None]] | None = {"pause": hold, "resume": release} if s.test_hooks else None
+    server = Server(metrics_socket, make_app(health, metrics, hooks, supervisor.kill if s.test_hooks else None)
+                    ) if metrics_socket is not None else None
     sampler = OffsetSampler(s.bootstrap, s.auth.aiokafka(), s.topics.transactions, s.group_id, s.worker_id,
                             s.auto_offset_reset, timeout_s=max(s.watchdog_interval_s, 5.0))
 
@@ -175,10 +210,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         if server is not None:
             await server.start()
 
-    @app.task
     async def watch_partitions() -> None:
-        """The stall watchdog (workers/watchdog.py), from the end of the bootstrap on."""
-        await ready.wait()
+        """The stall watchdog (workers/watchdog.py), from the end of the bootstrap on (supervised)."""
         while True:
             try:
                 await sampler.start()
@@ -193,6 +226,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_health(sender: Any, **kwargs: Any) -> None:
+        supervisor.stopping = True  # the components end with the worker from here on
         if server is not None:
             await server.stop()
         await sampler.stop()
@@ -205,6 +239,7 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         await ready.wait()
         await direct.start()
         direct_task = asyncio.ensure_future(direct.run())
+        supervisor.watch("consumer", direct_task)
 
     async def score(stream: Any) -> None:
         streams[:] = [stream]
@@ -259,7 +294,10 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         if not ready.is_set():
             return
         msg = runner.stats_message(labels.sizes())
-        await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
+        try:
+            await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
+        except Exception:
+            fail("publishing stats")
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **kwargs: Any) -> None:
@@ -272,5 +310,5 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         if hook_held & assigned:  # a reassignment forgets pauses; the test hook's hold outlives it
             app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in hook_held & assigned})
 
-    app.conf.fraudstream = {"runner": runner, "labels": labels, "reader": reader}  # for tests and ops
+    app.conf.fraudstream = {"runner": runner, "labels": labels, "reader": reader, "health": health}  # tests, ops, exit
     return app

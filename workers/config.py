@@ -75,6 +75,7 @@ class Settings:
     metrics_port: int = 9400       # 0: no HTTP server
     watchdog_interval_s: float = 5.0
     stall_after_s: float = 30.0
+    drain_timeout_s: float = 10.0
     test_hooks: bool = False       # env FRAUDSTREAM_TEST_HOOKS=1: POST /debug/pause|resume (tests only)
 
 
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a partition with lag whose processed position has not moved this long is stalled (not ready, not live); "
         "a bounded wait for terminal finality is not a stall: its clock starts when --terminal-wait-s has passed",
         positive_float)
+    add(p, "--drain-timeout-s", "FRAUDSTREAM_DRAIN_TIMEOUT_S", 10.0,
+        "after SIGTERM, how long the batch in flight may keep retrying its outputs; then the worker stops "
+        "without committing past them (exit 1; they are processed again after the restart)", positive_float)
     return p
 
 
@@ -218,6 +222,7 @@ def parse(argv: list[str] | None = None) -> Settings:
         retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
         session_timeout_s=a.session_timeout_s, consumer=a.consumer, auth=KafkaAuth.from_env(),
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
-        stall_after_s=a.stall_after_s, graph=a.graph, batch_size_auto=a.batch_size == 0,
+        stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, graph=a.graph,
+        batch_size_auto=a.batch_size == 0,
         test_hooks=os.environ.get("FRAUDSTREAM_TEST_HOOKS", "") == "1",
     )

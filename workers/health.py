@@ -8,7 +8,8 @@
 - ``GET /metrics``: Prometheus text format (``workers.metrics``).
 - With env ``FRAUDSTREAM_TEST_HOOKS=1`` only: ``POST /debug/pause?partition=N`` and
   ``POST /debug/resume?partition=N`` stop and restart fetching one transactions partition, so
-  that tests can stall a partition for real. Without the variable these routes do not exist.
+  that tests can stall a partition for real, and ``POST /debug/kill?component=NAME`` cancels a
+  supervised component (``Supervisor``). Without the variable these routes do not exist.
 
 The listening socket is bound by ``bind`` before the worker starts (a port in use is a start-up
 refusal naming ``--metrics-port``); aiohttp serves it once the event loop runs. Faust's own web
@@ -17,6 +18,7 @@ server stays disabled.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -102,13 +104,43 @@ class Health:
         return self.readiness()[0]
 
 
+class Supervisor:
+    """Background components that must run as long as the worker does (the terminal-table reader,
+    the label aggregator, the watchdog, the consumer): the first to end — raising, cancelled or
+    returning — while the worker is not stopping is fatal: ``on_death(name, exception or None)``."""
+
+    def __init__(self, on_death: Callable[[str, BaseException | None], None]) -> None:
+        self.on_death = on_death
+        self.stopping = False
+        self.tasks: dict[str, asyncio.Future[Any]] = {}
+
+    def watch(self, name: str, task: asyncio.Future[Any] | None) -> None:
+        if task is None:
+            raise RuntimeError(f"component {name} has no task to supervise (not started)")
+        self.tasks[name] = task
+        task.add_done_callback(lambda t: self._ended(name, t))
+
+    def kill(self, name: str) -> bool:
+        """Cancel a component (the test hook): False when there is none of that name."""
+        task = self.tasks.get(name)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    def _ended(self, name: str, task: asyncio.Future[Any]) -> None:
+        if self.stopping:
+            return
+        self.on_death(name, None if task.cancelled() else task.exception())
+
+
 def _json(ok: bool, body: dict[str, Any]) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
-def make_app(health: Health, metrics: Metrics,
-             hooks: dict[str, Callable[[int], None]] | None = None) -> web.Application:
-    """The aiohttp application; ``hooks`` ({"pause": f, "resume": f}) adds the /debug routes."""
+def make_app(health: Health, metrics: Metrics, hooks: dict[str, Callable[[int], None]] | None = None,
+             kill: Callable[[str], bool] | None = None) -> web.Application:
+    """The aiohttp application; ``hooks`` ({"pause": f, "resume": f}) and ``kill`` add the /debug routes."""
 
     async def healthz(_: web.Request) -> web.Response:
         return _json(*health.liveness())
@@ -137,6 +169,15 @@ def make_app(health: Health, metrics: Metrics,
 
         for action, apply in hooks.items():
             app.router.add_post(f"/debug/{action}", route(action, apply))
+    if kill is not None:
+        async def kill_component(request: web.Request) -> web.Response:
+            name = request.query.get("component", "")
+            if not kill(name):
+                return web.json_response({"error": f"no supervised component {name!r}"}, status=404)
+            log.warning("test hook: killed component %s", name)
+            return web.json_response({"killed": name})
+
+        app.router.add_post("/debug/kill", kill_component)
     return app
 
 

@@ -59,6 +59,10 @@ class LabelAggregator:
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="label-aggregator")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

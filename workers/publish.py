@@ -1,5 +1,14 @@
 """The worker's one idempotent producer: ``Publisher.send_all`` returns only when the broker
-acknowledged every record, retrying with backoff (backpressure, never loss)."""
+acknowledged every record, retrying retriable errors with backoff (backpressure, never loss).
+
+A non-retriable error (``workers.errors.retriable``: a record too large, authorization, ...) is
+never retried as it is: its batch is split and its records sent one by one; a dead letter the
+broker still refuses is replaced by a *stub* — the same key and dead-letter headers (source
+topic/partition/offset, reason) plus ``dlq.stub``, an empty value — so that its partition moves on
+(the original stays in the source topic for ``ops.dlq`` to re-drive); any other refused output
+raises ``OutputRefused``, which stops the worker naming the topic. ``interrupt()`` (SIGTERM, a
+fatal error elsewhere) ends a retry loop at its next backoff with ``PublishInterrupted``.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +23,34 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from workers.config import Settings
+from workers.errors import OutputRefused, PublishInterrupted, retriable
 
 log = logging.getLogger("fraudstream.worker")
 # topic, key, value (None: a tombstone on a compacted topic), headers
 Out = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+STUB_HEADER = "dlq.stub"
+STUB_DETAIL_BYTES = 200
+SLOW_ACK_WARN_S = 5.0
+
+
+def stub(record: Out, cause: BaseException) -> Out:
+    """A bounded stand-in for a dead letter the broker refused: key and dead-letter headers kept (the
+    detail cut short), the refusal named, the value empty."""
+    topic, key, _, headers = record
+    kept = [(k, v[:STUB_DETAIL_BYTES] if k == "dlq.detail" else v) for k, v in headers or [] if k != STUB_HEADER]
+    return topic, (key or b"")[:256] or None, b"", [*kept, (STUB_HEADER, type(cause).__name__.encode())]
 
 
 class Publisher:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.partitioner = DefaultPartitioner()
+        self.stubs = 0  # dead letters replaced by a stub
+        self._interrupted = asyncio.Event()
+
+    def interrupt(self) -> None:
+        """End every retry loop at its next wait (the records stay unacknowledged: nothing past them is committed)."""
+        self._interrupted.set()
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(),
@@ -46,38 +73,102 @@ class Publisher:
         pending = list(records)
         acked_at: list[int] = [0] * len(pending)
         todo = list(range(len(pending)))
+        alone: set[int] = set()  # refused for good in a batch: sent on their own, to find which
         backoff = self.s.retry_backoff_ms / 1000
         while todo:
-            waits = await self._send_batches(pending, todo)
-            failed: list[int] = []
+            retry: list[int] = []
+            again: list[int] = []  # split or stubbed: sent again at once
+            last: BaseException | None = None
+            try:
+                waits = await self._send_batches(pending, todo, alone)
+            except KafkaError as exc:  # no metadata for a topic (deleted, unreachable broker)
+                if not retriable(exc):
+                    raise OutputRefused(pending[todo[0]][0], exc, len(todo)) from exc
+                waits, retry, last = [], todo, exc
             for members, fut in waits:
                 try:
-                    await fut
+                    await self._acknowledged(fut, acked_at)
                 except KafkaError as exc:
-                    failed += members
-                    last: BaseException = exc
+                    last = exc
+                    if retriable(exc):
+                        retry += members
+                    else:
+                        again += self._refused(pending, members, alone, exc)
                     continue
                 now = int(time.time() * 1000)
                 for i in members:
                     acked_at[i] = now
-            if failed:
-                log.warning("%d outputs not acknowledged (%r); retrying in %.1fs", len(failed), last, backoff)
-                await asyncio.sleep(backoff)
+            if retry:
+                log.warning("%d outputs not acknowledged (%r); retrying in %.1fs", len(retry), last, backoff)
+                await self._wait(backoff, len(retry) + len(again), last)
                 backoff = min(backoff * 2, 10.0)
-            todo = sorted(failed)
+            todo = sorted(retry + again)
         return acked_at
 
-    async def _send_batches(self, pending: list[Out], todo: list[int]) -> list[tuple[list[int], Any]]:
-        """Hand ``pending[todo]`` to the producer in per-partition batches: (members, delivery future) each."""
-        groups: dict[tuple[str, int], list[int]] = {}
+    def _refused(self, pending: list[Out], members: list[int], alone: set[int], exc: BaseException) -> list[int]:
+        """A non-retriable refusal of a batch: which members to send again (alone, or as stubs)."""
+        if len(members) > 1:
+            alone.update(members)
+            return members
+        i = members[0]
+        topic, _, value, headers = pending[i]
+        is_stub = any(k == STUB_HEADER for k, _ in headers or [])
+        if topic != self.s.topics.dlq or is_stub:
+            raise OutputRefused(topic, exc)
+        log.error("the dead-letter topic %s refused a dead letter of %d bytes (%r): writing a stub in its place "
+                  "(the original stays in its source topic)", topic, len(value or b""), exc)
+        pending[i] = stub(pending[i], exc)
+        self.stubs += 1
+        return [i]
+
+    async def _acknowledged(self, fut: Any, acked_at: list[int]) -> None:
+        """Await a delivery future. With idempotence the producer retries retriable errors itself, for
+        ever: say so every ``SLOW_ACK_WARN_S``, and give up with ``PublishInterrupted`` on ``interrupt()``."""
+        if fut.done() or self._interrupted.is_set():
+            if not fut.done():
+                raise PublishInterrupted(acked_at.count(0))
+            fut.result()
+            return
+        stop = asyncio.ensure_future(self._interrupted.wait())
+        waited = 0.0
+        try:
+            while True:
+                done, _ = await asyncio.wait({fut, stop}, timeout=SLOW_ACK_WARN_S, return_when=asyncio.FIRST_COMPLETED)
+                if fut in done:
+                    fut.result()
+                    return
+                if stop in done:
+                    raise PublishInterrupted(acked_at.count(0))
+                waited += SLOW_ACK_WARN_S
+                log.warning("outputs not acknowledged for %.0fs: the producer keeps retrying (broker down, too few "
+                            "in-sync replicas?)", waited)
+        finally:
+            stop.cancel()
+
+    async def _wait(self, seconds: float, unacknowledged: int, last: BaseException | None) -> None:
+        """Sleep before a retry; ``PublishInterrupted`` as soon as ``interrupt()`` is called."""
+        if self._interrupted.is_set():
+            raise PublishInterrupted(unacknowledged, last)
+        try:
+            await asyncio.wait_for(self._interrupted.wait(), seconds)
+        except TimeoutError:
+            return
+        raise PublishInterrupted(unacknowledged, last)
+
+    async def _send_batches(self, pending: list[Out], todo: list[int],
+                            alone: set[int]) -> list[tuple[list[int], Any]]:
+        """Hand ``pending[todo]`` to the producer in per-partition batches (a batch of its own for each
+        member of ``alone``): (members, delivery future) each."""
+        groups: dict[tuple[str, int, int], list[int]] = {}
         parts: dict[str, list[int]] = {}
         for i in todo:
             topic, key = pending[i][0], pending[i][1]
             if topic not in parts:
                 parts[topic] = sorted(await self.producer.partitions_for(topic))
-            groups.setdefault((topic, self.partitioner(key, parts[topic], parts[topic])), []).append(i)
+            partition = self.partitioner(key, parts[topic], parts[topic])
+            groups.setdefault((topic, partition, i if i in alone else -1), []).append(i)
         waits: list[tuple[list[int], Any]] = []
-        for (topic, partition), idx in groups.items():
+        for (topic, partition, _), idx in groups.items():
             batch, members = self.producer.create_batch(), list[int]()
             for i in idx:
                 _, key, value, headers = pending[i]

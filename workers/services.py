@@ -53,6 +53,10 @@ class TableReader:
                     if r.offset + 1 >= end:
                         self.caught_up.set()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
