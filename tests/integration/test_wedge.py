@@ -2,8 +2,8 @@
 
 Records at and just below the broker's size limit on each source topic are dead-lettered whole
 while their neighbours are scored and the commits move on; a dead-letter topic too small for its
-sources is refused at start; a dead letter the broker still refuses becomes a stub; an output the
-broker refuses for good stops the worker naming the topic; SIGTERM ends a publish that keeps
+sources is refused at start; a dead letter the broker still refuses becomes a stub (an output the
+broker refuses for good: test_backpressure.py); SIGTERM ends a publish that keeps
 failing within the drain bound; a component that dies makes the worker unhealthy and exit 1.
 """
 
@@ -142,18 +142,6 @@ def test_a_dead_letter_the_broker_refuses_becomes_a_stub(run: Run, history: tupl
     assert rec.value == b"" and headers["dlq.stub"] == b"MessageSizeTooLargeError"
     assert headers["dlq.reason"] == b"too_large" and headers["dlq.source.topic"] == run.topics["transactions"].encode()
     assert int(headers["dlq.source.offset"]) >= 0 and "dlq.source.partition" in headers
-
-
-def test_an_output_refused_for_good_stops_the_worker_naming_the_topic(
-        run: Run, history: tuple[History, Labels]) -> None:
-    _create(run, "scores", {"max.message.bytes": "120"})  # smaller than any score message
-    _, _, stream = _small(history)
-    worker = run.start("w1")
-    produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream))
-    assert worker.wait(timeout=120) == 1
-    log = run.log("w1")
-    assert f"output record(s) to topic {run.topics['scores']!r} for good" in log, log[-3000:]
-    assert _committed(run, run.topics["transactions"])[0] == 0  # nothing past an unacknowledged output
 
 
 def test_sigterm_ends_a_publish_that_keeps_failing_within_the_drain_bound(
