@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         create_topics(bootstrap, [ws.tx_topic, ws.label_topic], ws.partitions)
         result = soak(ws, h, lab, a.chunk_days, a.kill_after_day)
-        grew = flat(result.samples, after_day=a.days // 3 * 2, factor=1.5)
+        grew = flat(result.samples, after_day=a.days // 3 * 2, factor=1.25)
         mismatches = _check(ws, h, lab) if a.check else None
     finally:
         ws.stop()

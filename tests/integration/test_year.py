@@ -50,7 +50,7 @@ def test_a_year_with_churn_and_a_kill_keeps_parity_and_flat_state(
     # The horizon is 38 days and cohorts live 120: from day ~150 on the population is steady. Compare
     # the last third of the year with the months before it.
     assert len(result.samples) >= 12
-    grew = flat(result.samples, after_day=240, factor=1.5)
+    grew = flat(result.samples, after_day=240, factor=1.25)
     assert not grew, f"structures still growing after day 240 (max before, max after): {grew}"
     mid = [s for s in result.samples if 120 < s.day <= 240]
     assert all(s.state.get("customers", 0) > 0 and s.state.get("terminal_days", 0) > 0 for s in mid)

@@ -1,0 +1,39 @@
+"""The soak's pure pieces: the churned year, its chunks, and the flatness rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ops.soak.history import Churn, year_history
+from ops.soak.run import Sample, chunks, flat
+from schemas.features import DAY_MS
+
+
+def test_cohorts_come_and_go_with_ids_of_their_own() -> None:
+    h = year_history(Churn(days=200, cohort_days=60, every_days=50, customers=20, terminals=100))
+    day = (h.ts - h.ts[0]) // DAY_MS
+    assert (np.diff(h.ts) >= 0).all() and len(np.unique(h.tx_id)) == len(h)
+    cohort = np.array([int(c[1:c.index("c", 1)]) for c in h.customer_id.tolist()])
+    assert sorted(set(cohort.tolist())) == [0, 1, 2, 3]
+    for k in range(4):  # each cohort lives within its own 60 days, then never comes back
+        mine = day[cohort == k]
+        assert mine.min() >= 50 * k - 1 and mine.max() < 50 * k + 60
+    terminals = {t[: t.index("t")] for t in h.terminal_id.tolist()}
+    assert terminals == {"k0", "k1", "k2", "k3"}
+
+
+def test_chunks_cover_the_history_once_in_order() -> None:
+    h = year_history(Churn(days=100, cohort_days=60, every_days=30, customers=10, terminals=50))
+    parts = chunks(h, 30)
+    assert parts[0][0] == 0 and parts[-1][1] == len(h)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    assert [end for _, _, end in parts][:3] == [30, 60, 90]
+
+
+def test_flat_names_only_what_keeps_growing() -> None:
+    samples = [Sample(d, 100.0, {"steady": 1000 + d % 7, "growing": 10 * d, "pending": d * 100})
+               for d in range(30, 390, 30)]
+    # Linear growth from day 0 is 1.5x over the last third: caught; 'pending' (a queue) is not state.
+    assert flat(samples, after_day=240, factor=1.25) == {"growing": (2400, 3600)}
