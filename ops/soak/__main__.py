@@ -1,8 +1,9 @@
 """``python -m ops.soak``: a simulated year (customers and terminals that come and go) through one
 worker on a real broker, in chunks of days; after each chunk the worker's state sizes and RSS.
-Writes ``soak.json`` and ``soak.md``; ``--kill-after-day`` kills the worker (SIGKILL) once and
-restarts it. With ``--check`` it also compares every score with the offline score (the trainer's
-features with the same labels) and exits 1 on a mismatch or on a structure that keeps growing."""
+Writes ``soak.json``, ``soak.csv`` and ``soak.md``; ``--kill-after-day`` (or ``--kill-at``, a fraction
+of the days) kills the worker (SIGKILL) once while it scores the next chunk and restarts it. Exits 1
+when a structure (or RSS) keeps growing after the horizon, on a dead letter, and with ``--check`` when
+a score differs from the offline score (the trainer's features with the same labels)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
+from ops.bench.kafka_io import read_topic
 from ops.bench.workers_run import WorkerSet
 from ops.soak.history import Churn, year_history
-from ops.soak.run import flat, soak, table
-from trainer.simulate import History, Labels
+from ops.soak.run import Scores, csv, flat, growing, mismatches, offline_scores, soak, table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort-days", type=int, default=d.cohort_days, help="how long a cohort lives")
     p.add_argument("--every-days", type=int, default=d.every_days, help="a new cohort starts this often")
     p.add_argument("--chunk-days", type=int, default=30, help="days sent between two samples (default 30)")
-    p.add_argument("--kill-after-day", type=int, default=None, help="SIGKILL the worker once after this day")
+    p.add_argument("--kill-after-day", type=int, default=None,
+                   help="SIGKILL the worker once, while it scores the chunk after this day, and restart it")
+    p.add_argument("--kill-at", type=float, default=None,
+                   help="the same as a fraction of --days (0.5: the middle of the year)")
+    p.add_argument("--flat-factor", type=float, default=1.25,
+                   help="a structure grew when its max over the last third exceeds this x its max before")
     p.add_argument("--bootstrap", default=None, help="a running broker (else one is started)")
     p.add_argument("--bundle", type=Path, default=None, help="model bundle (else a quick one is trained)")
     p.add_argument("--check", action="store_true", help="compare every score with the offline score")
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.simulate import labels_of
 
     churn = Churn(a.days, a.cohort_days, a.every_days, a.customers, a.terminals)
+    kill_after = a.kill_after_day if a.kill_at is None else int(a.kill_at * a.days)
     h = year_history(churn)
     lab = labels_of(h)
     print(f"[soak] {len(h)} transactions over {a.days} days, {len(lab)} labels", file=sys.stderr)
@@ -60,37 +67,42 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"soak-{uuid.uuid4().hex[:8]}"
     ws = WorkerSet(bootstrap, a.bundle or train(work), f"{tag}-transactions", f"{tag}-labels", tag, work / "logs",
                    die_with_parent=True)
+    scores = None
     try:
         create_topics(bootstrap, [ws.tx_topic, ws.label_topic], ws.partitions)
-        result = soak(ws, h, lab, a.chunk_days, a.kill_after_day)
-        grew = flat(result.samples, after_day=a.days // 3 * 2, factor=1.25)
-        mismatches = _check(ws, h, lab) if a.check else None
+        scores = Scores(bootstrap, ws.scores_topic)
+        result = soak(ws, h, lab, a.chunk_days, kill_after, scores=scores)
+        after = a.days // 3 * 2
+        grew = {**flat(result.samples, after_day=after, factor=a.flat_factor),
+                **{n: (xs[0], xs[-1]) for n, xs in growing(result.samples, after_day=a.days // 2).items()}}
+        dead = len(read_topic(bootstrap, f"{tag}-dlq"))
+        unscored = len(h) - sum(1 for t in h.tx_id.tolist() if t in scores.by_tx)
+        duplicates = scores.records - len(scores.by_tx)
+        off = None
+        if a.check:
+            off = len(mismatches(scores.by_tx, offline_scores(h, lab, ws.bundle)))
     finally:
+        if scores is not None:
+            scores.close()
         ws.stop()
         if broker is not None:
             broker.stop()
     a.out.mkdir(parents=True, exist_ok=True)
     report = {"churn": asdict(churn), "transactions": len(h), "labels": len(lab), "seconds": result.seconds,
-              "killed_at_day": result.killed_at_day, "grew": grew, "score_mismatches": mismatches,
+              "kill": asdict(result.kill) if result.kill else None, "grew": grew, "unscored": unscored,
+              "duplicates": duplicates, "dead_letters": dead, "score_mismatches": off,
               "samples": [asdict(s) for s in result.samples], "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
     (a.out / "soak.json").write_text(json.dumps(report, indent=1))
+    (a.out / "soak.csv").write_text(csv(result))
     (a.out / "soak.md").write_text(table(result) + "\n")
     print(table(result))
-    print(f"[soak] {result.seconds:.0f}s; killed after day {result.killed_at_day}; grew: {grew or 'nothing'}; "
-          f"score mismatches: {mismatches}", file=sys.stderr)
-    return 1 if grew or mismatches else 0
-
-
-def _check(ws: WorkerSet, h: History, lab: Labels) -> int:
-    """Transactions whose last score differs from the offline score by more than 1e-5, or has none."""
-    import orjson
-
-    from ops.bench.kafka_io import read_topic
-    from ops.soak.run import offline_scores
-
-    want = offline_scores(h, lab, ws.bundle)
-    got = {orjson.loads(v)["tx_id"]: orjson.loads(v)["score"] for _, _, v in read_topic(ws.bootstrap, ws.scores_topic)}
-    return sum(1 for k, v in want.items() if k not in got or abs(got[k] - v) > 1e-5)
+    k = result.kill
+    killed = "no kill" if k is None else (f"killed during the chunk to day {k.day} ({k.scored_before - k.chunk[0]} of "
+                                          f"its {k.chunk[1] - k.chunk[0]} scored), ready again after "
+                                          f"{k.restart_s:.1f}s")
+    print(f"[soak] {result.seconds:.0f}s; {killed}; unscored {unscored}, duplicates {duplicates}, dead letters "
+          f"{dead}; grew: {grew or 'nothing'}; score mismatches: {off}", file=sys.stderr)
+    return 1 if grew or off or unscored or dead else 0
 
 
 if __name__ == "__main__":

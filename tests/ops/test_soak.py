@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from ops.soak.history import Churn, year_history
-from ops.soak.run import Sample, chunks, flat
+from ops.soak.run import RSS, Sample, Soak, chunks, csv, flat, growing
 from schemas.features import DAY_MS
 
 
@@ -37,3 +37,27 @@ def test_flat_names_only_what_keeps_growing() -> None:
                for d in range(30, 390, 30)]
     # Linear growth from day 0 is 1.5x over the last third: caught; 'pending' (a queue) is not state.
     assert flat(samples, after_day=240, factor=1.25) == {"growing": (2400, 3600)}
+
+
+def test_growing_names_a_slow_leak_not_the_steady_ups_and_downs() -> None:
+    noise = [0, 40, -30, 25, -10, 35, -20]
+    samples = [Sample(d, 150.0 + d / 30, {"steady": 1000 + noise[i % 7], "leak": 20000 + 30 * d, "pending": d})
+               for i, d in enumerate(range(30, 390, 30))]
+    # +30/day on 20 000 (+0.15 %/day): inside the 1.25x of flat(), but it never goes down: a leak.
+    assert flat(samples, after_day=240, factor=1.25) == {}
+    assert set(growing(samples, after_day=180)) == {"leak"}
+    samples[-1].state["steady"] = 5000  # the end of the stream is no steady state: left out of both
+    samples[-1].final = True
+    assert flat(samples, after_day=240, factor=1.25) == {} and set(growing(samples, after_day=180)) == {"leak"}
+
+
+def test_rss_counts_as_a_structure() -> None:
+    samples = [Sample(d, 100.0 if d <= 240 else 200.0, {"steady": 10}) for d in range(30, 390, 30)]
+    assert flat(samples, after_day=240, factor=1.25) == {RSS: (100.0, 200.0)}
+
+
+def test_csv_has_a_row_per_sample_and_a_column_per_structure() -> None:
+    s = Soak([Sample(30, 120.5, {"a": 1, "b": 2}, 29.9, 100), Sample(60, 121.0, {"a": 3}, 59.9, 200, final=True)])
+    rows = csv(s).splitlines()
+    assert rows[0] == "day,event_day,scored,rss_mib,a,b,final"
+    assert rows[1:] == ["30,29.900,100,120.5,1,2,0", "60,59.900,200,121.0,3,0,1"]
