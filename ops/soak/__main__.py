@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a structure grew when its max over the last third exceeds this x its max before")
     p.add_argument("--bootstrap", default=None, help="a running broker (else one is started)")
     p.add_argument("--bundle", type=Path, default=None, help="model bundle (else a quick one is trained)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="the worker's /metrics port, where the state sizes are then read (default 0: from the "
+                        "stats topic)")
     p.add_argument("--check", action="store_true", help="compare every score with the offline score")
     p.add_argument("--out", type=Path, default=Path(".state/soak"), help="where soak.json and soak.md go")
     return p
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = broker.start(port=0).bootstrap
     tag = f"soak-{uuid.uuid4().hex[:8]}"
     ws = WorkerSet(bootstrap, a.bundle or train(work), f"{tag}-transactions", f"{tag}-labels", tag, work / "logs",
-                   die_with_parent=True)
+                   die_with_parent=True, metrics_ports=[a.metrics_port])
     scores = None
     try:
         create_topics(bootstrap, [ws.tx_topic, ws.label_topic], ws.partitions)

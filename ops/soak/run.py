@@ -1,8 +1,9 @@
 """Send a long history through one worker in chunks of simulated days; after each chunk is scored,
-sample the worker's state sizes (its stats messages' ``state``, the same numbers as its /metrics
-``fraudstream_state_entries`` gauges) and its resident memory against the event time reached (the
-newest scored transaction). Optionally kill -9 the worker once *while it scores* a chunk (when half
-of that chunk's transactions are scored, the rest of the chunk still being sent) and start it again."""
+sample the worker's state sizes (its stats messages' ``state``, or with a metrics port its /metrics
+``fraudstream_state_entries`` gauges: the same numbers, set on each stats tick) and its resident
+memory against the event time reached (the newest scored transaction). Optionally kill -9 the worker
+once *while it scores* a chunk (when half of that chunk's transactions are scored, the rest of the
+chunk still being sent) and start it again."""
 
 from __future__ import annotations
 
@@ -150,6 +151,20 @@ class States:
         self.tail.close()
 
 
+def metrics_state(port: int, host: str = "127.0.0.1", timeout_s: float = 5) -> dict[str, int]:
+    """The worker's ``fraudstream_state_entries{structure=...}`` gauges, scraped from its /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith('fraudstream_state_entries{structure="'):
+            name = line.split('"', 2)[1]
+            out[name] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def chunks(h: History, days: int) -> list[tuple[int, int, int]]:
     """(first index, stop index, end day) of each span of ``days`` simulated days."""
     day = (h.ts - h.ts[0]) // DAY_MS
@@ -187,7 +202,9 @@ def soak(ws: WorkerSet, h: History, lab: Labels, chunk_days: int = 30, kill_afte
             got = sc.wait(need, timeout_s, alive=ws.alive)
             if got < need:
                 raise RuntimeError(f"day {end}: {got} of {need} transactions scored after {timeout_s}s\n{ws.tail()}")
-            state = stats.after(int(time.time() * 1000))
+            state = stats.after(int(time.time() * 1000))  # waits for a stats tick: the gauges are as fresh
+            if ws.metrics_ports and ws.metrics_ports[0]:
+                state = metrics_state(ws.metrics_ports[0])
             sample = Sample(end, rss_mib(ws.procs[0].pid), state, (sc.max_ts - int(h.ts[0])) / DAY_MS, got, final)
             out.samples.append(sample)
             log(f"day {end}: {got} scored (event day {sample.event_day:.1f}), RSS {sample.rss_mib:.0f} MiB, "
