@@ -26,6 +26,10 @@ from schemas.features import DAY_MS
 from schemas.kafka_auth import KafkaAuth
 from trainer.simulate import History, Labels
 
+# The replay compresses a simulated day into a fraction of a second, so the worker's 1-s idle rule
+# (a caught-up partition without records closes up to the stream's clock) would read a pause of one
+# labels partition's feed as hours of silence and restamp its next labels: soaks use a long one.
+IDLE_MS = 60_000
 # A transaction is scored once its day's terminal counts are final, so the last days of a chunk
 # wait for the next one: a chunk is done when everything before these many days from its end is.
 SETTLE_DAYS = 2
@@ -40,6 +44,7 @@ class Sample:
     event_day: float = 0.0       # the newest scored transaction, in simulated days since the start
     scored: int = 0              # distinct transactions scored so far
     final: bool = False          # after the whole history (every label sent): the drain, not a steady state
+    peak_mib: float = 0.0        # the worker process's peak RSS so far (VmHWM; a restart starts it again)
 
 
 @dataclass
@@ -61,9 +66,10 @@ class Soak:
         return None if self.kill is None else self.kill.day
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of ``pid`` now (``VmHWM``: its peak so far), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -183,6 +189,7 @@ def soak(ws: WorkerSet, h: History, lab: Labels, chunk_days: int = 30, kill_afte
     out = Soak()
     t0 = time.monotonic()
     ws.stats_interval_s = 1.0
+    ws.extra_args = [*ws.extra_args, "--idle-ms", str(IDLE_MS)]
     ws.start(1)
     if not ws.wait_ready(120):
         raise RuntimeError(f"the worker did not start:\n{ws.tail()}")
@@ -205,9 +212,12 @@ def soak(ws: WorkerSet, h: History, lab: Labels, chunk_days: int = 30, kill_afte
             state = stats.after(int(time.time() * 1000))  # waits for a stats tick: the gauges are as fresh
             if ws.metrics_ports and ws.metrics_ports[0]:
                 state = metrics_state(ws.metrics_ports[0])
-            sample = Sample(end, rss_mib(ws.procs[0].pid), state, (sc.max_ts - int(h.ts[0])) / DAY_MS, got, final)
+            pid = ws.procs[0].pid
+            sample = Sample(end, rss_mib(pid), state, (sc.max_ts - int(h.ts[0])) / DAY_MS, got, final,
+                            rss_mib(pid, "VmHWM"))
             out.samples.append(sample)
-            log(f"day {end}: {got} scored (event day {sample.event_day:.1f}), RSS {sample.rss_mib:.0f} MiB, "
+            log(f"day {end}: {got} scored (event day {sample.event_day:.1f}), RSS {sample.rss_mib:.0f} MiB "
+                f"(peak {sample.peak_mib:.0f}), "
                 f"state {state}")
     finally:
         stats.close()
@@ -318,16 +328,17 @@ def growing(samples: list[Sample], after_day: int, by: float = 0.1, slack: int =
 
 def table(s: Soak) -> str:
     names = sorted({n for x in s.samples for n in x.state})
-    head = "| day | event day | RSS MiB | " + " | ".join(names) + " |"
+    head = "| day | event day | RSS MiB | peak | " + " | ".join(names) + " |"
     rows = [f"| {x.day}{' (end)' if x.final else ''}{' (kill)' if s.kill and s.kill.day == x.day else ''} "
-            f"| {x.event_day:.1f} | {x.rss_mib:.0f} | " + " | ".join(str(x.state.get(n, 0)) for n in names) + " |"
+            f"| {x.event_day:.1f} | {x.rss_mib:.0f} | {x.peak_mib:.0f} | "
+            + " | ".join(str(x.state.get(n, 0)) for n in names) + " |"
             for x in s.samples]
-    return "\n".join([head, "|" + "---|" * (len(names) + 3), *rows])
+    return "\n".join([head, "|" + "---|" * (len(names) + 4), *rows])
 
 
 def csv(s: Soak) -> str:
     names = sorted({n for x in s.samples for n in x.state})
-    rows = [",".join(["day", "event_day", "scored", "rss_mib", *names, "final"])]
-    rows += [",".join([str(x.day), f"{x.event_day:.3f}", str(x.scored), f"{x.rss_mib:.1f}",
+    rows = [",".join(["day", "event_day", "scored", "rss_mib", "peak_mib", *names, "final"])]
+    rows += [",".join([str(x.day), f"{x.event_day:.3f}", str(x.scored), f"{x.rss_mib:.1f}", f"{x.peak_mib:.1f}",
                        *(str(x.state.get(n, 0)) for n in names), str(int(x.final))]) for x in s.samples]
     return "\n".join(rows) + "\n"

@@ -57,7 +57,8 @@ def test_rss_counts_as_a_structure() -> None:
 
 
 def test_csv_has_a_row_per_sample_and_a_column_per_structure() -> None:
-    s = Soak([Sample(30, 120.5, {"a": 1, "b": 2}, 29.9, 100), Sample(60, 121.0, {"a": 3}, 59.9, 200, final=True)])
+    s = Soak([Sample(30, 120.5, {"a": 1, "b": 2}, 29.9, 100, peak_mib=130.0),
+              Sample(60, 121.0, {"a": 3}, 59.9, 200, final=True, peak_mib=131.0)])
     rows = csv(s).splitlines()
-    assert rows[0] == "day,event_day,scored,rss_mib,a,b,final"
-    assert rows[1:] == ["30,29.900,100,120.5,1,2,0", "60,59.900,200,121.0,3,0,1"]
+    assert rows[0] == "day,event_day,scored,rss_mib,peak_mib,a,b,final"
+    assert rows[1:] == ["30,29.900,100,120.5,130.0,1,2,0", "60,59.900,200,121.0,131.0,3,0,1"]
