@@ -14,6 +14,8 @@ restart policy, systemd, Kubernetes), rather than the worker retrying forever or
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
@@ -45,11 +47,13 @@ class OutputRefused(WorkerError):
 
 
 class PublishInterrupted(WorkerError):
-    def __init__(self, unacknowledged: int, last: BaseException | None = None) -> None:
-        self.unacknowledged = unacknowledged
+    def __init__(self, unacknowledged: int, last: BaseException | None = None, topics: Iterable[str] = ()) -> None:
+        self.unacknowledged, self.topics = unacknowledged, sorted(set(topics))
+        # The topics are what an operator looks at first: the one that would not take the records.
+        where = f" to {', '.join(repr(t) for t in self.topics)}" if self.topics else ""
         why = f" (last error: {last!r})" if last is not None else ""
-        super().__init__(f"stopping: {unacknowledged} output record(s) not acknowledged{why}; no offset past them "
-                         f"is committed, so they are processed again after the restart")
+        super().__init__(f"stopping: {unacknowledged} output record(s){where} not acknowledged{why}; no offset past "
+                         f"them is committed, so they are processed again after the restart")
 
 
 class ComponentDied(WorkerError):

@@ -31,6 +31,10 @@ Out = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 STUB_HEADER = "dlq.stub"
 STUB_DETAIL_BYTES = 200
 SLOW_ACK_WARN_S = 5.0
+# The producer's own size check (aiokafka applies it in send(), not to our send_batch) must never be
+# tighter than a topic's max.message.bytes: a dead letter is its source record plus headers, over the
+# 1 MiB default. The broker's socket.request.max.bytes default: its topic limits decide, not we.
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
 
 def stub(record: Out, cause: BaseException) -> Out:
@@ -39,6 +43,12 @@ def stub(record: Out, cause: BaseException) -> Out:
     topic, key, _, headers = record
     kept = [(k, v[:STUB_DETAIL_BYTES] if k == "dlq.detail" else v) for k, v in headers or [] if k != STUB_HEADER]
     return topic, (key or b"")[:256] or None, b"", [*kept, (STUB_HEADER, type(cause).__name__.encode())]
+
+
+def interrupted(pending: list[Out], acked_at: list[int], last: BaseException | None = None) -> PublishInterrupted:
+    """The error that ends a retry loop, naming the topics of the records not acknowledged."""
+    left = [pending[i][0] for i, at in enumerate(acked_at) if not at]
+    return PublishInterrupted(len(left), last, left)
 
 
 class Publisher:
@@ -56,7 +66,7 @@ class Publisher:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(),
                                          acks="all", enable_idempotence=True,
                                          linger_ms=2, max_batch_size=256 * 1024, client_id=f"{self.s.worker_id}-out",
-                                         request_timeout_ms=30000)
+                                         request_timeout_ms=30000, max_request_size=MAX_REQUEST_BYTES)
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -87,7 +97,7 @@ class Publisher:
                 waits, retry, last = [], todo, exc
             for members, fut in waits:
                 try:
-                    await self._acknowledged(fut, acked_at)
+                    await self._acknowledged(fut, pending, acked_at)
                 except KafkaError as exc:
                     last = exc
                     if retriable(exc):
@@ -100,7 +110,7 @@ class Publisher:
                     acked_at[i] = now
             if retry:
                 log.warning("%d outputs not acknowledged (%r); retrying in %.1fs", len(retry), last, backoff)
-                await self._wait(backoff, len(retry) + len(again), last)
+                await self._wait(backoff, pending, acked_at, last)
                 backoff = min(backoff * 2, 10.0)
             todo = sorted(retry + again)
         return acked_at
@@ -121,12 +131,12 @@ class Publisher:
         self.stubs += 1
         return [i]
 
-    async def _acknowledged(self, fut: Any, acked_at: list[int]) -> None:
+    async def _acknowledged(self, fut: Any, pending: list[Out], acked_at: list[int]) -> None:
         """Await a delivery future. With idempotence the producer retries retriable errors itself, for
         ever: say so every ``SLOW_ACK_WARN_S``, and give up with ``PublishInterrupted`` on ``interrupt()``."""
         if fut.done() or self._interrupted.is_set():
             if not fut.done():
-                raise PublishInterrupted(acked_at.count(0))
+                raise interrupted(pending, acked_at)
             fut.result()
             return
         stop = asyncio.ensure_future(self._interrupted.wait())
@@ -138,22 +148,22 @@ class Publisher:
                     fut.result()
                     return
                 if stop in done:
-                    raise PublishInterrupted(acked_at.count(0))
+                    raise interrupted(pending, acked_at)
                 waited += SLOW_ACK_WARN_S
                 log.warning("outputs not acknowledged for %.0fs: the producer keeps retrying (broker down, too few "
                             "in-sync replicas?)", waited)
         finally:
             stop.cancel()
 
-    async def _wait(self, seconds: float, unacknowledged: int, last: BaseException | None) -> None:
+    async def _wait(self, seconds: float, pending: list[Out], acked_at: list[int], last: BaseException | None) -> None:
         """Sleep before a retry; ``PublishInterrupted`` as soon as ``interrupt()`` is called."""
         if self._interrupted.is_set():
-            raise PublishInterrupted(unacknowledged, last)
+            raise interrupted(pending, acked_at, last)
         try:
             await asyncio.wait_for(self._interrupted.wait(), seconds)
         except TimeoutError:
             return
-        raise PublishInterrupted(unacknowledged, last)
+        raise interrupted(pending, acked_at, last)
 
     async def _send_batches(self, pending: list[Out], todo: list[int],
                             alone: set[int]) -> list[tuple[list[int], Any]]:
