@@ -6,7 +6,9 @@ order. Faust's own ack when the ``take_events`` body ends (or is cancelled) then
 record committable early (faust-streaming#606 and the take() ack-on-raise behaviour).
 SIGTERM: no new batch starts, the batch in flight finishes and is acked, then Faust stops and
 commits; a batch whose outputs still fail after --drain-timeout-s is abandoned unacknowledged
-(exit 1). Supervision: the background components run under a ``Supervisor``; one that dies, a
+(exit 1). Supervision: the background components run under a ``Supervisor`` — by the names the
+test hook ``/debug/kill?component=`` takes: "terminal-table reader", "label aggregator",
+"watchdog", "flusher", "stats", "consumer" (direct mode) —; one that dies, a failed start-up, a
 non-retriable output error or a bug makes the worker not live and not ready, and it exits 1.
 """
 
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +32,7 @@ from schemas.bundle import Bundle
 from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.consume import DirectConsumer
-from workers.errors import ComponentDied
+from workers.errors import ComponentDied, WorkerError
 from workers.health import Health, Server, Supervisor, make_app
 from workers.labels import LabelAggregator
 from workers.metrics import Metrics
@@ -83,23 +86,6 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     idle.set()
     topic = app.topic(s.topics.transactions, key_type=bytes, value_type=bytes, internal=False)
 
-    @app.task
-    async def start_services() -> None:
-        t0 = time.monotonic()
-        await publisher.start()
-        await reader.start()
-        supervisor.watch("terminal-table reader", reader.task)
-        await labels.start()
-        supervisor.watch("label aggregator", labels.task)
-        await reader.caught_up.wait()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
-        supervisor.watch("watchdog", asyncio.ensure_future(watch_partitions()))
-        ready.set()
-        health.ready = True
-        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", s.worker_id,
-                 time.monotonic() - t0, scorer.provider, bundle.model_version, bundle.path, scorer.graph)
-
     async def drain() -> None:
         log.info("SIGTERM: draining the batch in flight (at most %.0fs)", s.drain_timeout_s)
         draining.set()
@@ -147,8 +133,12 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     def fail(what: str) -> None:
         # Not bad input (that is dead-lettered): an output refused for good, or a bug. Stop without
         # acking, so the records are redelivered after a restart rather than skipped.
-        log.exception("failure %s; stopping the worker", what)
-        stop_fatally(what)
+        exc = sys.exc_info()[1]
+        if isinstance(exc, WorkerError):  # says what happened and what to do: no traceback needed
+            log.error("failure %s: %s; stopping the worker", what, exc)
+        else:
+            log.exception("failure %s; stopping the worker", what)
+        stop_fatally(what if exc is None else f"{what}: {exc}")
 
     def component_died(name: str, exc: BaseException | None) -> None:
         err = ComponentDied(name, exc)
@@ -162,6 +152,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         health.fatal = reason
         supervisor.stopping = True
         publisher.interrupt()
+        if direct is not None:
+            direct.stopping.set()  # no new fetch; it leaves the group rather than waiting to be timed out
         # A moment before stopping, so that probes and scrapers see why (/healthz, /readyz say it).
         loop = asyncio.get_running_loop()
         loop.call_later(FATAL_GRACE_S, os.kill, os.getpid(), signal.SIGINT)
@@ -176,6 +168,39 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
 
     direct = DirectConsumer(s, runner, fail) if s.consumer == "direct" else None
     direct_task: asyncio.Task[None] | None = None
+
+    @app.task
+    async def start_services() -> None:
+        # A Faust task that raises is only logged: a start-up that fails must stop the worker, not
+        # leave it bootstrapping for ever.
+        try:
+            await start_components()
+        except Exception as exc:
+            component_died("start-up", exc)
+
+    async def start_components() -> None:
+        nonlocal direct_task
+        t0 = time.monotonic()
+        await publisher.start()
+        await reader.start()
+        supervisor.watch("terminal-table reader", reader.task)
+        await labels.start()
+        supervisor.watch("label aggregator", labels.task)
+        await reader.caught_up.wait()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
+        supervisor.spawn("watchdog", watch_partitions())
+        supervisor.spawn("flusher", flusher())
+        supervisor.spawn("stats", publish_stats())
+        ready.set()
+        health.ready = True
+        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", s.worker_id,
+                 time.monotonic() - t0, scorer.provider, bundle.model_version, bundle.path, scorer.graph)
+        if direct is not None:
+            await direct.start()
+            # Not spawned: the drain awaits its own end (final flush, commit, leaving the group).
+            direct_task = asyncio.ensure_future(direct.run())
+            supervisor.watch("consumer", direct_task)
 
     def assigned() -> set[int]:
         if direct is not None:
@@ -226,20 +251,10 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_health(sender: Any, **kwargs: Any) -> None:
-        supervisor.stopping = True  # the components end with the worker from here on
+        supervisor.stop()  # the components end with the worker from here on
         if server is not None:
             await server.stop()
         await sampler.stop()
-
-    @app.task
-    async def consume_directly() -> None:
-        nonlocal direct_task
-        if direct is None:
-            return
-        await ready.wait()
-        await direct.start()
-        direct_task = asyncio.ensure_future(direct.run())
-        supervisor.watch("consumer", direct_task)
 
     async def score(stream: Any) -> None:
         streams[:] = [stream]
@@ -271,10 +286,8 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
     if direct is None:
         app.agent(topic, name="score")(score)
 
-    @app.task
     async def flusher() -> None:
-        """Scores what waited for terminal finality when no new batch arrives to trigger it."""
-        await ready.wait()
+        """Scores what waited for terminal finality when no new batch arrives to trigger it (supervised)."""
         while not fatal.is_set():
             await asyncio.sleep(0.02)
             if runner.pending_count() and (streams or (direct is not None and direct.consumer is not None)):
@@ -289,15 +302,12 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
                 except Exception:
                     fail("flushing")
 
-    @app.timer(interval=s.stats_interval_s)
     async def publish_stats() -> None:
-        if not ready.is_set():
-            return
-        msg = runner.stats_message(labels.sizes())
-        try:
+        """A latency-stats message every --stats-interval (supervised: a bug or a refused topic stops the worker)."""
+        while True:
+            await asyncio.sleep(s.stats_interval_s)
+            msg = runner.stats_message(labels.sizes())
             await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
-        except Exception:
-            fail("publishing stats")
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance(sender: Any, **kwargs: Any) -> None:

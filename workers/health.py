@@ -9,7 +9,8 @@
 - With env ``FRAUDSTREAM_TEST_HOOKS=1`` only: ``POST /debug/pause?partition=N`` and
   ``POST /debug/resume?partition=N`` stop and restart fetching one transactions partition, so
   that tests can stall a partition for real, and ``POST /debug/kill?component=NAME`` cancels a
-  supervised component (``Supervisor``). Without the variable these routes do not exist.
+  supervised component (``Supervisor``; its names are in ``workers/app.py``), so that tests can
+  watch a death for real. Without the variable these routes do not exist.
 
 The listening socket is bound by ``bind`` before the worker starts (a port in use is a start-up
 refusal naming ``--metrics-port``); aiohttp serves it once the event loop runs. Faust's own web
@@ -23,7 +24,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,19 +107,35 @@ class Health:
 
 class Supervisor:
     """Background components that must run as long as the worker does (the terminal-table reader,
-    the label aggregator, the watchdog, the consumer): the first to end — raising, cancelled or
-    returning — while the worker is not stopping is fatal: ``on_death(name, exception or None)``."""
+    the label aggregator, the watchdog, the consumer, the flusher, the stats publisher): the first
+    to end — raising, cancelled or returning — while the worker is not stopping is fatal:
+    ``on_death(name, exception or None)``, once; ``first`` keeps it. ``spawn`` starts a task the
+    supervisor owns (``stop`` cancels those); ``watch`` adopts one its component owns."""
 
     def __init__(self, on_death: Callable[[str, BaseException | None], None]) -> None:
         self.on_death = on_death
         self.stopping = False
+        self.first: tuple[str, BaseException | None] | None = None
         self.tasks: dict[str, asyncio.Future[Any]] = {}
+        self.owned: set[str] = set()
 
     def watch(self, name: str, task: asyncio.Future[Any] | None) -> None:
         if task is None:
             raise RuntimeError(f"component {name} has no task to supervise (not started)")
         self.tasks[name] = task
         task.add_done_callback(lambda t: self._ended(name, t))
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.owned.add(name)
+        self.watch(name, task)
+        return task
+
+    def stop(self) -> None:
+        """The worker is stopping: components may end from now on; the ones spawned here are cancelled."""
+        self.stopping = True
+        for name in self.owned:
+            self.tasks[name].cancel()
 
     def kill(self, name: str) -> bool:
         """Cancel a component (the test hook): False when there is none of that name."""
@@ -129,9 +146,10 @@ class Supervisor:
         return True
 
     def _ended(self, name: str, task: asyncio.Future[Any]) -> None:
-        if self.stopping:
+        if self.stopping or self.first is not None:
             return
-        self.on_death(name, None if task.cancelled() else task.exception())
+        self.first = name, None if task.cancelled() else task.exception()
+        self.on_death(*self.first)
 
 
 def _json(ok: bool, body: dict[str, Any]) -> web.Response:

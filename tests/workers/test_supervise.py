@@ -42,11 +42,13 @@ def test_a_stub_keeps_where_the_record_came_from_and_nothing_large() -> None:
 def test_errors_name_what_to_do() -> None:
     assert "topic 'scores'" in str(OutputRefused("scores", ae.MessageSizeTooLargeError(), 3))
     assert "3 output record(s) not acknowledged" in str(PublishInterrupted(3))
+    assert "3 output record(s) to 'flags', 'scores' not acknowledged" in str(
+        PublishInterrupted(3, None, ["scores", "flags", "scores"]))
     assert str(ComponentDied("watchdog", None)) == "component watchdog died: it was cancelled"
 
 
-def test_supervisor_reports_the_first_component_that_ends_but_not_at_shutdown() -> None:
-    async def scenario() -> list[tuple[str, str]]:
+def test_supervisor_reports_the_first_component_that_ends_once_and_not_at_shutdown() -> None:
+    async def scenario() -> tuple[list[tuple[str, str]], Supervisor]:
         deaths: list[tuple[str, str]] = []
         sup = Supervisor(lambda name, exc: deaths.append((name, repr(exc))))
 
@@ -57,17 +59,48 @@ def test_supervisor_reports_the_first_component_that_ends_but_not_at_shutdown() 
             await asyncio.Event().wait()
 
         sup.watch("reader", asyncio.ensure_future(boom()))
-        sup.watch("labels", asyncio.ensure_future(forever()))
-        sup.watch("returns", asyncio.ensure_future(asyncio.sleep(0)))
+        labels = sup.spawn("labels", forever())
         await asyncio.sleep(0.01)
         assert sup.kill("labels") and not sup.kill("nobody")
         await asyncio.sleep(0.01)
-        sup.stopping = True  # from here on components end with the worker
-        sup.watch("late", asyncio.ensure_future(boom()))
-        await asyncio.sleep(0.01)
-        return deaths
+        assert labels.cancelled()  # a second death: the worker already stops for the first
+        return deaths, sup
 
-    deaths = asyncio.run(scenario())
-    assert sorted(deaths) == [("labels", "None"), ("reader", "RuntimeError('reader lost')"), ("returns", "None")]
+    deaths, sup = asyncio.run(scenario())
+    assert deaths == [("reader", "RuntimeError('reader lost')")]
+    assert sup.first is not None and sup.first[0] == "reader"
     with pytest.raises(RuntimeError, match="not started"):
         Supervisor(lambda n, e: None).watch("x", None)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "returned"])
+def test_a_cancelled_or_returning_component_is_a_death(how: str) -> None:
+    async def scenario() -> list[tuple[str, BaseException | None]]:
+        deaths: list[tuple[str, BaseException | None]] = []
+        sup = Supervisor(lambda name, exc: deaths.append((name, exc)))
+        task = sup.spawn("stats", asyncio.sleep(0 if how == "returned" else 60))
+        await asyncio.sleep(0.01)
+        if how == "cancelled":
+            task.cancel()
+            await asyncio.sleep(0.01)
+        return deaths
+
+    assert asyncio.run(scenario()) == [("stats", None)]
+
+
+def test_stop_cancels_the_spawned_components_without_a_death() -> None:
+    async def scenario() -> tuple[list[str], asyncio.Future[None], asyncio.Task[None]]:
+        deaths: list[str] = []
+        sup = Supervisor(lambda name, exc: deaths.append(name))
+        adopted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sup.watch("consumer", adopted)  # owned by its component: it ends itself
+        spawned = sup.spawn("flusher", asyncio.sleep(60))
+        await asyncio.sleep(0.01)
+        sup.stop()
+        await asyncio.sleep(0.01)
+        adopted.set_result(None)
+        await asyncio.sleep(0.01)
+        return deaths, adopted, spawned
+
+    deaths, adopted, spawned = asyncio.run(scenario())
+    assert deaths == [] and spawned.cancelled() and not adopted.cancelled()
