@@ -68,6 +68,7 @@ class WorkerSet:
     stats_interval_s: float = 5.0
     metrics_ports: list[int] = field(default_factory=list)  # per worker; none given: 0 (off) where supported
     die_with_parent: bool = False  # the kernel stops the workers if this process dies (Linux)
+    extra_args: list[str] = field(default_factory=list)  # more worker flags
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -84,7 +85,7 @@ class WorkerSet:
             out += [f"--topic-{name.replace('_', '-')}", f"{self.tag}-{name}"]
         if worker_supports("--metrics-port"):  # several workers on one host must not share the default port
             out += ["--metrics-port", str(self.metrics_ports[index] if index < len(self.metrics_ports) else 0)]
-        return out
+        return out + self.extra_args
 
     def log(self, i: int) -> Path:
         return self.logdir / f"{self.tag}-w{i}.log"

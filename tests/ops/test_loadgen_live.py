@@ -77,9 +77,12 @@ def test_live_transactions_carry_their_send_time_after_a_history_that_ends_now(
     h, _ = simulated(CFG)
     split = first_index_of_day(h, 37)
     assert live["history_transactions"] == split and live["clock_offset_ms"] == 0 and live["days"] == CFG.days
-    assert s["transactions"] == 120  # due at 0, 1/40, ..., 2.975 s
+    # Due at 0, 1/40, ..., 2.975 s; a sender behind its schedule on a busy machine stops at the 3 s
+    # of wall time all the same, a few short.
+    n = s["transactions"]
+    assert 100 <= n <= 120, n
     txs = read_all(kafka_bootstrap, tx)
-    assert len(txs) == split + 120
+    assert len(txs) == split + n
     by_id = {str(v["tx_id"]): (ts, int(str(v["ts"]))) for _, ts, _, v in txs}
     history = [by_id[str(t)] for t in h.tx_id[:split]]
     end = live["history_end_ms"]
@@ -87,11 +90,11 @@ def test_live_transactions_carry_their_send_time_after_a_history_that_ends_now(
     assert t0 <= end <= t0 + 30_000 and max(e for _, e in history) == end == live["history_last_ts"]
     assert all(e <= rec for rec, e in history)
     # Live transactions: event time = the wall clock at send = the record timestamp, after the history.
-    fresh = [by_id[str(t)] for t in h.tx_id[split:split + 120]]
+    fresh = [by_id[str(t)] for t in h.tx_id[split:split + n]]
     assert all(abs(rec - e) <= TOL_MS for rec, e in fresh)
     assert all(end <= e <= t1 for _, e in fresh)
     assert [e for _, e in fresh] == sorted(e for _, e in fresh)
-    assert 119 / 40 - 0.05 <= (fresh[-1][1] - fresh[0][1]) / 1000 <= 119 / 40 + 1.0  # paced at 40/s
+    assert (n - 1) / 40 - 0.05 <= (fresh[-1][1] - fresh[0][1]) / 1000 <= 119 / 40 + 1.0  # paced at 40/s
     # Labels: every one carries reported_at; the history's were reported by the end of the history.
     got = read_all(kafka_bootstrap, lab)
     assert len(got) == live["history_labels"] + s["labels"]
