@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-at", type=float, default=None,
                    help="the same as a fraction of --days (0.5: the middle of the year)")
     p.add_argument("--flat-factor", type=float, default=1.25,
-                   help="a structure grew when its max over the last third exceeds this x its max before")
+                   help="a structure grew when its max over the last third exceeds this x its max over the "
+                        "second third")
     p.add_argument("--bootstrap", default=None, help="a running broker (else one is started)")
     p.add_argument("--bundle", type=Path, default=None, help="model bundle (else a quick one is trained)")
     p.add_argument("--metrics-port", type=int, default=0,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = Scores(bootstrap, ws.scores_topic)
         result = soak(ws, h, lab, a.chunk_days, kill_after, scores=scores)
         after = a.days // 3 * 2
-        grew = {**flat(result.samples, after_day=after, factor=a.flat_factor),
+        grew = {**flat(result.samples, after_day=after, factor=a.flat_factor, from_day=a.days // 3),
                 **{n: (xs[0], xs[-1]) for n, xs in growing(result.samples, after_day=a.days // 2).items()}}
         dead = len(read_topic(bootstrap, f"{tag}-dlq"))
         unscored = len(h) - sum(1 for t in h.tx_id.tolist() if t in scores.by_tx)

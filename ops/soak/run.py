@@ -294,13 +294,14 @@ def _names(samples: list[Sample]) -> list[str]:
     return [*sorted({n for s in samples for n in s.state} - {"pending"}), RSS]
 
 
-def flat(samples: list[Sample], after_day: int, factor: float, slack: int = 16) -> dict[str, tuple[float, float]]:
+def flat(samples: list[Sample], after_day: int, factor: float, slack: int = 16,
+         from_day: int = 0) -> dict[str, tuple[float, float]]:
     """Structures (and RSS, as ``rss_mib``) whose maximum after ``after_day`` exceeds ``factor`` x their
-    maximum before it, plus ``slack``: {name: (max before, max after)}. Empty: every one is flat. The
-    final sample (the end of the stream, every remaining label at once) and ``pending`` (a queue, not
-    state) are left out."""
+    maximum between ``from_day`` (excluded) and ``after_day``, plus ``slack``: {name: (max before, max
+    after)}. Empty: every one is flat. The final sample (the end of the stream, every remaining label at
+    once) and ``pending`` (a queue, not state) are left out."""
     steady = [s for s in samples if not s.final]
-    early = [s for s in steady if s.day <= after_day]
+    early = [s for s in steady if from_day < s.day <= after_day]
     late = [s for s in steady if s.day > after_day]
     grew = {}
     for n in _names(steady):

@@ -62,3 +62,10 @@ def test_csv_has_a_row_per_sample_and_a_column_per_structure() -> None:
     rows = csv(s).splitlines()
     assert rows[0] == "day,event_day,scored,rss_mib,peak_mib,a,b,final"
     assert rows[1:] == ["30,29.900,100,120.5,130.0,1,2,0", "60,59.900,200,121.0,131.0,3,0,1"]
+
+
+def test_flat_compares_with_the_second_third_when_asked() -> None:
+    # A spike in the first months (a backfill) must not hide growth later on.
+    samples = [Sample(d, 100.0, {"x": 5000 if d == 30 else 1000 + (600 if d > 240 else 0)}) for d in range(30, 390, 30)]
+    assert flat(samples, after_day=240, factor=1.25) == {}
+    assert flat(samples, after_day=240, factor=1.25, from_day=120) == {"x": (1000.0, 1600.0)}
