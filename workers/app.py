@@ -15,6 +15,7 @@ non-retriable output error or a bug makes the worker not live and not ready, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -287,9 +288,12 @@ def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str
         app.agent(topic, name="score")(score)
 
     async def flusher() -> None:
-        """Scores what waited for terminal finality when no new batch arrives to trigger it (supervised)."""
+        """Scores what waited for terminal finality when no new batch arrives to trigger it (supervised):
+        woken when a record is queued or a table watermark moves, else at the next wait deadline."""
         while not fatal.is_set():
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.wake.wait(), runner.next_wait_s())
+            runner.wake.clear()
             if runner.pending_count() and (streams or (direct is not None and direct.consumer is not None)):
                 try:
                     if direct is not None:

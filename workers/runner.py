@@ -66,6 +66,11 @@ class Runner:
         self.model_version = bundle.model_version
         self.rebuilds: list[tuple[int, int, float]] = []  # (partition, records replayed, seconds)
         self.lock = asyncio.Lock()
+        # Set when a flush may decide something new: a record was queued, or a watermark of the
+        # terminal table moved (finality may have advanced). The flusher waits on it, or on the
+        # next --terminal-wait-s deadline, instead of polling.
+        self.wake = asyncio.Event()
+        table.on_mark = self.wake.set
 
     def pending_count(self) -> int:
         return sum(len(q) for q in self.pending.values())
@@ -129,6 +134,15 @@ class Runner:
             for r in records:
                 self.pending.setdefault(r.partition, deque()).append(
                     Pending(r, ok.get(id(r)), bad.get(id(r)), t))
+            self.wake.set()
+
+    def next_wait_s(self) -> float | None:
+        """Seconds until the first queued transaction's --terminal-wait-s runs out (a flush then dead-letters
+        it); None when nothing waits."""
+        heads = [q[0].since for q in self.pending.values() if q]
+        if not heads:
+            return None
+        return max(min(heads) + self.s.terminal_wait_s - time.monotonic(), 0.0)
 
     def _decidable(self) -> list[Pending]:
         """Per partition, the queue prefix that can be decided now (removed from the queues)."""

@@ -26,6 +26,7 @@ partitions then tombstone those keys). Memory: terminals x 38 days x ~100 bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,15 +62,19 @@ class TerminalTable:
         self._by_day: dict[int, set[str]] = {}
         self.floor: int | None = None
         self.stale: set[tuple[str, int, int]] = set()  # keys dropped below the floor, to tombstone
+        self.on_mark: Callable[[], None] | None = None  # called when a watermark moves: finality may advance
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         parts = key.decode().split("/")
         if parts[0] in _MARKS and len(parts) == 2:
             if value is not None:
                 marks, p, v = self.marks[parts[0]], int(parts[1]), int(orjson.loads(value))
+                before = marks.get(p)
                 marks[p] = max(marks.get(p, v), v)
                 if parts[0] == TXLOW:
                     self._trim()
+                elif marks[p] != before and self.on_mark is not None:
+                    self.on_mark()
             return
         if parts[0] not in (TX, LAB) or len(parts) != 3:
             return  # another feature set's records (fs1 wrote "lab"), or a key we do not know

@@ -233,3 +233,15 @@ def test_table_windows_in_one_pass_equal_each_window_summed_on_its_own() -> None
     for t in ("t0", "t3", "t5", "nowhere"):
         for d in (day0 + 8, day0 + 18, day0 + 40, day0 + 52, day0 + 58):
             assert table.windows(t, d) == ref.windows(t, d), (t, d)
+
+
+def test_the_table_calls_on_mark_only_when_a_watermark_moves() -> None:
+    table = TerminalTable(tx_partitions=1, label_partitions=1)
+    calls: list[int] = []
+    table.on_mark = lambda: calls.append(1)
+    table.apply(b"txwm/0", b"100")
+    table.apply(b"txwm/0", b"100")  # the same mark again: nothing moved
+    table.apply(b"txwm/0", b"99")   # an older one never moves a mark back
+    table.apply(b"lblwm/0", b"100")
+    table.apply(b"txlow/0", b"90")  # a low mark trims; it does not make anything final
+    assert len(calls) == 2
