@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from schemas.validate import Reject, decode_label
 from workers.batch import dead_letter_headers
 from workers.config import Settings
+from workers.errors import retriable
 from workers.metrics import Metrics
 from workers.publish import Out, Publisher
 from workers.services import publish_closures
@@ -77,7 +78,7 @@ class LabelAggregator:
                 await self._step()
                 backoff = 0.5
             except KafkaError as exc:
-                if not getattr(exc, "retriable", False):
+                if not retriable(exc):
                     raise
                 log.warning("label aggregation: %r; retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
