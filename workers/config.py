@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.errors import ConfigError
@@ -43,7 +43,7 @@ class Topics:
 class Settings:
     bootstrap: str
     bundle: Path
-    bundle_key: bytes | None
+    bundle_key: bytes | None = field(repr=False)  # the HMAC secret: never in a repr or a log line
     require_signature: bool
     topics: Topics
     partitions: int
