@@ -72,7 +72,3 @@ def retriable(exc: BaseException) -> bool:
     if isinstance(exc, KafkaTimeoutError):
         return True
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-
-
-def authorization(exc: BaseException) -> bool:
-    return isinstance(exc, AUTHORIZATION)

@@ -134,11 +134,11 @@ class Publisher:
     async def _acknowledged(self, fut: Any, pending: list[Out], acked_at: list[int]) -> None:
         """Await a delivery future. With idempotence the producer retries retriable errors itself, for
         ever: say so every ``SLOW_ACK_WARN_S``, and give up with ``PublishInterrupted`` on ``interrupt()``."""
-        if fut.done() or self._interrupted.is_set():
-            if not fut.done():
-                raise interrupted(pending, acked_at)
+        if fut.done():
             fut.result()
             return
+        if self._interrupted.is_set():
+            raise interrupted(pending, acked_at)
         stop = asyncio.ensure_future(self._interrupted.wait())
         waited = 0.0
         try:

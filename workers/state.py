@@ -114,10 +114,7 @@ class TxPartition:
         transaction still to be scored reads before ``cut`` — neither one to come (at most the
         lateness behind the newest) nor one admitted and still waiting (``pending_min_ts``, the
         oldest queued), which may be days behind the newest while it waits for terminal finality."""
-        low = self.max_ts - self.lateness_ms
-        if pending_min_ts is not None:
-            low = min(low, pending_min_ts)
-        cut = low - CUSTOMER_HORIZON_MS
+        cut = self._oldest_to_score(pending_min_ts) - CUSTOMER_HORIZON_MS
         for d in [d for d in self.seen_days if d < cut // DAY_MS]:
             for tx_id, customer in self.seen_days.pop(d):
                 del self.seen[tx_id]
@@ -132,10 +129,13 @@ class TxPartition:
         still to come can have — what a restart from the last commit may re-score; None: unknown."""
         if self.max_ts < 0:
             return None if self.closed_through is None else self.closed_through + 1
+        return self._oldest_to_score(pending_min_ts) // DAY_MS
+
+    def _oldest_to_score(self, pending_min_ts: int | None) -> int:
+        """The oldest event time a transaction still to be scored can have: one to come is at most the
+        lateness behind the newest; one queued may be older (``pending_min_ts``)."""
         low = self.max_ts - self.lateness_ms
-        if pending_min_ts is not None:
-            low = min(low, pending_min_ts)
-        return low // DAY_MS
+        return low if pending_min_ts is None else min(low, pending_min_ts)
 
     def sizes(self) -> dict[str, int]:
         return {"customers": len(self.customers), "seen_tx_ids": len(self.seen),
