@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from schemas.errors import ExportError
 from schemas.features import N_FEATURES
+from trainer.simulate import History, Labels, history_features
 from trainer.tensorize import LIGHTGBM_INF
 from trainer.tensorize import describe as describe_tensor
 from trainer.tensorize import to_tensor_onnx as tensorize
@@ -142,6 +143,12 @@ def onnx_scores(model: onnx.ModelProto | Path, x: F32) -> npt.NDArray[np.float32
     # By name: the tree graph also has a ``label`` output, the tensorized graph only this one.
     (probs,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
     return np.asarray(probs, dtype=np.float32)[:, 1]
+
+
+def offline_scores(h: History, lab: Labels, onnx_path: Path) -> dict[str, float]:
+    """The trainer's score of every transaction of ``h`` (features with every label of ``lab``), by tx_id:
+    what the worker must publish for each."""
+    return dict(zip(h.tx_id.tolist(), onnx_scores(onnx_path, history_features(h, lab)).tolist(), strict=True))
 
 
 def to_tensor_onnx(booster: lgb.Booster) -> onnx.ModelProto:

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from schemas.bundle import TENSOR_ONNX_FILE, seal
 from schemas.errors import DataQualityError
-from schemas.features import DAY_MS, FEATURE_VERSION, FEEDBACK_DELAY_DAYS, offline_features
+from schemas.features import DAY_MS, FEATURE_VERSION, FEEDBACK_DELAY_DAYS
 from trainer.evaluate import (
     Metrics,
     Split,
@@ -42,7 +42,7 @@ from trainer.evaluate import (
 from trainer.export import Parity, check_parity, tensor_manifest, to_onnx, to_tensor_onnx, trimmed
 from trainer.fit import FitParams, Fitted, Progress, fit
 from trainer.report import FoldResult, ModelResult, ReportInput, plot_curves, write_report
-from trainer.simulate import History, Labels
+from trainer.simulate import History, Labels, history_features
 from trainer.threshold import Threshold, choose_threshold
 
 F32 = npt.NDArray[np.float32]
@@ -58,9 +58,7 @@ class Dataset:
 
     @staticmethod
     def build(history: History, labels: Labels) -> Dataset:
-        x = offline_features(history.tx_id, history.ts, history.customer_id, history.terminal_id,
-                             history.amount_cents, labels.tx_id, labels.terminal_id, labels.ts,
-                             labels.reported_at, labels.is_fraud)
+        x = history_features(history, labels)
         return Dataset(history, labels, x, history.ts // DAY_MS)
 
     def rows(self, w: Window) -> npt.NDArray[np.bool_]:

@@ -221,6 +221,14 @@ def labels_of(h: History, feedback_delay_days: int | None = None, *, seed: int =
     )
 
 
+def history_features(h: History, lab: Labels) -> npt.NDArray[np.float32]:
+    """``schemas.features.offline_features`` of every transaction of ``h``, with every label event of ``lab``."""
+    from schemas.features import offline_features
+
+    return offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
+                            lab.ts, lab.reported_at, lab.is_fraud)
+
+
 def tx_ids(n: int) -> Strs:
     """``tx000000000`` .. : zero-padded to one width, so string order == numeric order."""
     width = max(TX_ID_MIN_WIDTH, len(str(max(n - 1, 0))))

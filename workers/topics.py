@@ -106,7 +106,7 @@ def _max_message_bytes(admin: KafkaAdminClient, topics: list[str]) -> dict[str, 
             return {}
         except (KafkaError, KeyError) as exc:  # a topic created a moment ago may not be known yet
             if time.monotonic() >= deadline:
-                raise ConfigError(f"cannot read max.message.bytes of {', '.join(topics)} from Kafka at "
+                raise ConfigError(f"cannot read max.message.bytes of {', '.join(topics)} from "
                                   f"the broker: {exc!r}") from exc
             time.sleep(0.2)
 

@@ -31,8 +31,7 @@ from ops.bench.kafka_io import end_total
 from ops.kafka import LocalBroker
 from ops.loadgen.replay import events, produce
 from schemas.bundle import load_bundle
-from schemas.features import offline_features
-from trainer.export import onnx_scores
+from trainer.export import offline_scores
 from trainer.simulate import SimConfig, labels_of, simulate
 
 FAULTS = ("kill", "graceful", "rebalance", "broker")
@@ -116,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = [f for f in args.faults.split(",") if f]
     h = simulate(SimConfig(customers=args.customers, terminals=2 * args.customers, days=args.days, seed=args.seed))
     lab = labels_of(h)
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
-                         lab.ts, lab.reported_at, lab.is_fraud)
-    expected = dict(zip(h.tx_id.tolist(), onnx_scores(args.bundle / "model.onnx", x).tolist(), strict=True))
+    expected = offline_scores(h, lab, args.bundle / "model.onnx")
     work = Path(tempfile.mkdtemp(prefix="fraudstream-chaos-"))
     chaos = Chaos(args, work)
     chaos.bootstrap = chaos.broker.start(port=0).bootstrap

@@ -50,13 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def feature_rows(n: int, seed: int) -> npt.NDArray[np.float32]:
     """``n`` float32 feature rows of a simulated history (tiled when the history is shorter)."""
-    from schemas.features import offline_features
-    from trainer.simulate import SimConfig, labels_of, simulate
+    from trainer.simulate import SimConfig, history_features, labels_of, simulate
 
     h = simulate(SimConfig(customers=400, terminals=800, days=60, seed=seed))
     lab = labels_of(h)  # the simulator's report delays, as the trainer's
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
-                         lab.ts, lab.reported_at, lab.is_fraud)
+    x = history_features(h, lab)
     x = x[np.random.default_rng(seed).permutation(len(x))]
     reps = -(-n // len(x))
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:n], dtype=np.float32)

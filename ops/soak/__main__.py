@@ -19,7 +19,7 @@ from pathlib import Path
 from ops.bench.kafka_io import read_topic
 from ops.bench.workers_run import WorkerSet
 from ops.soak.history import Churn, year_history
-from ops.soak.run import Scores, csv, flat, growing, mismatches, offline_scores, soak, table
+from ops.soak.run import Scores, csv, flat, growing, mismatches, soak, table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from ops.bench.__main__ import train
     from ops.bench.kafka_io import create_topics
+    from schemas.bundle import load_bundle
+    from trainer.export import offline_scores
     from trainer.simulate import labels_of
 
     churn = Churn(a.days, a.cohort_days, a.every_days, a.customers, a.terminals)
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         duplicates = scores.records - len(scores.by_tx)
         off = None
         if a.check:
-            off = len(mismatches(scores.by_tx, offline_scores(h, lab, ws.bundle)))
+            off = len(mismatches(scores.by_tx, offline_scores(h, lab, load_bundle(ws.bundle).onnx_path)))
     finally:
         if scores is not None:
             scores.close()

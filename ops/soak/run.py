@@ -267,17 +267,6 @@ def _send_and_kill(ws: WorkerSet, sc: Scores, stream: Any, lo: int, hi: int, nee
     return killed
 
 
-def offline_scores(h: History, lab: Labels, bundle: Path) -> dict[str, float]:
-    """The trainer's offline score of every transaction, with every label of ``lab``."""
-    from schemas.bundle import load_bundle
-    from schemas.features import offline_features
-    from trainer.export import onnx_scores
-
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
-                         lab.ts, lab.reported_at, lab.is_fraud)
-    return dict(zip(h.tx_id.tolist(), onnx_scores(load_bundle(bundle).onnx_path, x).tolist(), strict=True))
-
-
 def mismatches(got: dict[str, list[float]], want: dict[str, float],
                tol: float = 1e-5) -> list[tuple[str, float, float]]:
     """(tx id, score, offline score) of every score message off by more than ``tol`` (a redelivered

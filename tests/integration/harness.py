@@ -15,9 +15,8 @@ from kafka import KafkaConsumer
 
 from ops.bench.kafka_io import end_total
 from schemas.bundle import Bundle
-from schemas.features import offline_features
 from schemas.kafka_auth import KafkaAuth
-from trainer.export import onnx_scores
+from trainer.export import offline_scores
 from trainer.simulate import History, Labels
 
 
@@ -67,9 +66,7 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> li
 
 def expected_scores(h: History, lab: Labels, bundle: Bundle) -> dict[str, float]:
     """The trainer's offline scores of every transaction, with every label event of ``lab``."""
-    x = offline_features(h.tx_id, h.ts, h.customer_id, h.terminal_id, h.amount_cents, lab.tx_id, lab.terminal_id,
-                         lab.ts, lab.reported_at, lab.is_fraud)
-    return dict(zip(h.tx_id.tolist(), onnx_scores(bundle.onnx_path, x).tolist(), strict=True))
+    return offline_scores(h, lab, bundle.onnx_path)
 
 
 def wait_for_scores(r: Run, n: int, proc: subprocess.Popen[bytes] | None, timeout_s: float = 180,

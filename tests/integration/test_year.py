@@ -14,9 +14,10 @@ import pytest
 from ops.bench.kafka_io import create_topics, read_topic
 from ops.bench.workers_run import WorkerSet
 from ops.soak.history import Churn, year_history
-from ops.soak.run import RSS, Scores, flat, growing, mismatches, offline_scores, soak, table
+from ops.soak.run import RSS, Scores, flat, growing, mismatches, soak, table
 from schemas.bundle import Bundle
 from schemas.features import DAY_MS
+from trainer.export import offline_scores
 from trainer.simulate import labels_of
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def test_a_year_with_churn_and_a_kill_keeps_parity_and_flat_state(
 
     assert set(scores.by_tx) == set(h.tx_id.tolist()), "every transaction scored"
     print(f"{scores.records - len(h)} transactions scored twice (scored, not yet committed at the kill)")
-    off = mismatches(scores.by_tx, offline_scores(h, lab, bundle.path))
+    off = mismatches(scores.by_tx, offline_scores(h, lab, bundle.onnx_path))
     assert not off, f"{len(off)} scores differ from the offline ones, e.g. {off[:3]}"
     dlq = read_topic(kafka_bootstrap, f"{tag}-dlq")
     assert not dlq, f"{len(dlq)} dead letters"
