@@ -1,15 +1,17 @@
-"""The Faust app: wires the transactions topic to the scoring agent; everything else is plain code.
+"""The Faust app: the worker's lifecycle; the data path is plain code beside it.
 
-Delivery: each event's message gets one extra reference before the batch is processed and loses
-it only after every output of the batch is acknowledged (``Runner.process`` returns), in offset
-order. Faust's own ack when the ``take_events`` body ends (or is cancelled) then cannot make a
-record committable early (faust-streaming#606 and the take() ack-on-raise behaviour).
-SIGTERM: no new batch starts, the batch in flight finishes and is acked, then Faust stops and
-commits; a batch whose outputs still fail after --drain-timeout-s is abandoned unacknowledged
-(exit 1). Supervision: the background components run under a ``Supervisor`` — by the names the
-test hook ``/debug/kill?component=`` takes: "terminal-table reader", "label aggregator",
-"watchdog", "flusher", "stats", "consumer" (direct mode) —; one that dies, a failed start-up, a
-non-retriable output error or a bug makes the worker not live and not ready, and it exits 1.
+Faust runs the lifecycle — its services, timers, signals and the stop — and the worker's
+components run under a ``Supervisor``: by the names the test hook ``/debug/kill?component=``
+takes, "terminal-table reader", "label aggregator", "watchdog", "flusher", "stats", "consumer".
+One that dies, a failed start-up, a non-retriable output error or a bug makes the worker not live
+and not ready, and it exits 1. One consumer path: the ``DirectConsumer`` (whole aiokafka fetches,
+its own consumer group ``--group-id``; the Faust app joins ``<group>-app``, which holds no
+transactions partitions) feeds the ``Runner``, the edge around the sans-I/O core.
+
+Start: the publisher, the terminal-table reader (until caught up), the label aggregator, then the
+watchdog, flusher and stats, then the consumer. SIGTERM: no new fetch, the batches in flight
+finish and are committed, the consumer leaves its group, then Faust stops; outputs that still
+fail after --drain-timeout-s are abandoned unacknowledged (exit 1).
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 
 from schemas.bundle import Bundle
-from workers.batch import Record, replay_of
 from workers.config import Settings
 from workers.consume import DirectConsumer
 from workers.errors import ComponentDied, WorkerError
@@ -48,281 +48,196 @@ log = logging.getLogger("fraudstream.worker")
 FATAL_GRACE_S = 2.0
 
 
-def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
-               metrics_socket: socket.socket | None = None) -> faust.App:
-    (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        # The transactions' consumer group is s.group_id in both modes; with the direct consumer
-        # the Faust app (timers, tasks, lifecycle) joins a group of its own.
-        s.group_id if s.consumer == "agent" else f"{s.group_id}-app",
+def faust_app(s: Settings) -> faust.App:
+    return faust.App(
+        f"{s.group_id}-app",  # the transactions' group is s.group_id, joined by the direct consumer
         broker=";".join(f"kafka://{b}" for b in s.bootstrap.split(",")),
         broker_credentials=s.auth.faust(),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
         datadir=str(s.data_dir / s.worker_id),
-        consumer_auto_offset_reset=s.auto_offset_reset,
         topic_allow_declare=False,
         producer_acks=-1,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4 * s.batch_size, 4096),
-        stream_wait_empty=False,  # records held back at stop stay uncommitted; do not wait for them
-        # A dead worker's partitions move after this, not Faust's default 60 s: until then they
-        # stall, and so does every transaction whose terminal buckets wait for them.
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=max(s.session_timeout_s / 4, 0.5),
     )
-    table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
-    publisher = Publisher(s)
-    reader = TableReader(s, table)
-    metrics = Metrics()
-    metrics.set_model(bundle.model_version, str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
-                      scorer.provider, str(getattr(scorer, "graph", "tree")))
-    runner = Runner(s, bundle, scorer, table, publisher, metrics)
-    labels = LabelAggregator(s, table, publisher, runner.stats, metrics, runner.stream_clock, reader.caught_up)
-    watchdog = Watchdog(s.stall_after_s)
-    health = Health(watchdog)
-    metrics.set_ready_function(health.is_ready)
-    ready, draining, idle, fatal = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
-    idle.set()
-    topic = app.topic(s.topics.transactions, key_type=bytes, value_type=bytes, internal=False)
 
-    async def drain() -> None:
-        log.info("SIGTERM: draining the batch in flight (at most %.0fs)", s.drain_timeout_s)
-        draining.set()
-        health.draining = True
-        supervisor.stopping = True
-        loop = asyncio.get_running_loop()
-        loop.call_later(s.drain_timeout_s, publisher.interrupt)
-        loop.call_later(s.drain_timeout_s + 20, hard_exit)
-        if direct is not None:
-            direct.stopping.set()
-            if direct_task is not None:
-                await direct_task  # flushes what it can, commits, leaves the group
-        await idle.wait()
-        await asyncio.sleep(0)
-        os.kill(os.getpid(), signal.SIGINT)  # Faust's own clean stop: commits acked offsets
 
-    held: dict[tuple[int, int], Any] = {}  # (partition, offset) -> event we hold a reference on
-    streams: list[Any] = []
-    limit = 20 * s.batch_size
-    paused: set[int] = set()
-    hook_held: set[int] = set()  # agent mode: partitions paused by the test hook (/debug/pause)
+class Worker:
+    """The components of one worker and their lifecycle, wired into a Faust app."""
 
-    async def flush_and_ack() -> int:
-        records = await runner.flush()
-        for r in records:  # offset order within each partition
-            ev = held.pop((r.partition, r.offset), None)
-            if ev is not None:
-                await streams[0].ack(ev)
-        return len(records)
+    def __init__(self, s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
+                 metrics_socket: socket.socket | None) -> None:
+        self.s, self.bundle, self.scorer = s, bundle, scorer
+        self.table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
+        self.publisher = Publisher(s)
+        self.reader = TableReader(s, self.table)
+        self.metrics = Metrics()
+        self.metrics.set_model(bundle.model_version,
+                               str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
+                               scorer.provider, str(getattr(scorer, "graph", "tree")))
+        self.runner = Runner(s, bundle, scorer, self.table, self.publisher, self.metrics)
+        self.labels = LabelAggregator(s, self.table, self.publisher, self.runner.stats, self.metrics,
+                                      self.runner.stream_clock, self.reader.caught_up)
+        self.watchdog = Watchdog(s.stall_after_s)
+        self.health = Health(self.watchdog)
+        self.metrics.set_ready_function(self.health.is_ready)
+        self.fatal = asyncio.Event()
+        self.supervisor = Supervisor(self.component_died)
+        self.consumer = DirectConsumer(s, self.runner, self.fail)
+        self.consumer_task: asyncio.Task[None] | None = None
+        self.health.assigned = self.consumer.assigned
+        hooks: dict[str, Callable[[int], None]] | None = (
+            {"pause": self.consumer.hold, "resume": self.consumer.release} if s.test_hooks else None)
+        self.server = Server(metrics_socket, make_app(self.health, self.metrics, hooks,
+                                                      self.supervisor.kill if s.test_hooks else None)
+                             ) if metrics_socket is not None else None
+        self.sampler = OffsetSampler(s.bootstrap, s.auth.aiokafka(), s.topics.transactions, s.group_id,
+                                     s.worker_id, s.auto_offset_reset, timeout_s=max(s.watchdog_interval_s, 5.0))
 
-    def apply_flow() -> None:
-        """Per-partition backpressure (see Runner.flow) through Faust's consumer."""
-        nonlocal paused
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
-        paused &= assigned
-        pause, resume = runner.flow(paused, limit)
-        pause &= assigned
-        resume &= assigned
-        if pause:
-            app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in pause})
-        if resume - hook_held:
-            app.consumer.resume_partitions({TP(s.topics.transactions, p) for p in resume - hook_held})
-        paused = (paused | pause) - resume
+    # -- start ---------------------------------------------------------------------------------
 
-    def fail(what: str) -> None:
-        # Not bad input (that is dead-lettered): an output refused for good, or a bug. Stop without
-        # acking, so the records are redelivered after a restart rather than skipped.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, WorkerError):  # says what happened and what to do: no traceback needed
-            log.error("failure %s: %s; stopping the worker", what, exc)
-        else:
-            log.exception("failure %s; stopping the worker", what)
-        stop_fatally(what if exc is None else f"{what}: {exc}")
-
-    def component_died(name: str, exc: BaseException | None) -> None:
-        err = ComponentDied(name, exc)
-        log.error("%s; stopping the worker", err, exc_info=exc)
-        stop_fatally(str(err))
-
-    def stop_fatally(reason: str) -> None:
-        if fatal.is_set():
-            return
-        fatal.set()
-        health.fatal = reason
-        supervisor.stopping = True
-        publisher.interrupt()
-        if direct is not None:
-            direct.stopping.set()  # no new fetch; it leaves the group rather than waiting to be timed out
-        # A moment before stopping, so that probes and scrapers see why (/healthz, /readyz say it).
-        loop = asyncio.get_running_loop()
-        loop.call_later(FATAL_GRACE_S, os.kill, os.getpid(), signal.SIGINT)
-        loop.call_later(FATAL_GRACE_S + s.drain_timeout_s + 20, hard_exit)
-
-    def hard_exit() -> None:
-        log.error("the worker did not stop within %.0fs of the drain bound; exiting", s.drain_timeout_s + 20)
-        logging.shutdown()
-        os._exit(1)
-
-    supervisor = Supervisor(component_died)
-
-    direct = DirectConsumer(s, runner, fail) if s.consumer == "direct" else None
-    direct_task: asyncio.Task[None] | None = None
-
-    @app.task
-    async def start_services() -> None:
+    async def start(self) -> None:
         # A Faust task that raises is only logged: a start-up that fails must stop the worker, not
         # leave it bootstrapping for ever.
         try:
-            await start_components()
+            await self._start_components()
         except Exception as exc:
-            component_died("start-up", exc)
+            self.component_died("start-up", exc)
 
-    async def start_components() -> None:
-        nonlocal direct_task
+    async def _start_components(self) -> None:
         t0 = time.monotonic()
-        await publisher.start()
-        await reader.start()
-        supervisor.watch("terminal-table reader", reader.task)
-        await labels.start()
-        supervisor.watch("label aggregator", labels.task)
-        await reader.caught_up.wait()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain()))
-        supervisor.spawn("watchdog", watch_partitions())
-        supervisor.spawn("flusher", flusher())
-        supervisor.spawn("stats", publish_stats())
-        ready.set()
-        health.ready = True
-        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", s.worker_id,
-                 time.monotonic() - t0, scorer.provider, bundle.model_version, bundle.path, scorer.graph)
-        if direct is not None:
-            await direct.start()
-            # Not spawned: the drain awaits its own end (final flush, commit, leaving the group).
-            direct_task = asyncio.ensure_future(direct.run())
-            supervisor.watch("consumer", direct_task)
+        await self.publisher.start()
+        await self.reader.start()
+        self.supervisor.watch("terminal-table reader", self.reader.task)
+        await self.labels.start()
+        self.supervisor.watch("label aggregator", self.labels.task)
+        await self.reader.caught_up.wait()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.drain()))
+        self.supervisor.spawn("watchdog", self.watch_partitions())
+        self.supervisor.spawn("flusher", self.flusher())
+        self.supervisor.spawn("stats", self.publish_stats())
+        self.health.ready = True
+        log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", self.s.worker_id,
+                 time.monotonic() - t0, self.scorer.provider, self.bundle.model_version, self.bundle.path,
+                 self.scorer.graph)
+        await self.consumer.start()
+        # Not spawned: the drain awaits its own end (final flush, commit, leaving the group).
+        self.consumer_task = asyncio.ensure_future(self.consumer.run())
+        self.supervisor.watch("consumer", self.consumer_task)
 
-    def assigned() -> set[int]:
-        if direct is not None:
-            return direct.assigned()
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
+    async def serve_health(self) -> None:
+        if self.server is not None:
+            await self.server.start()
 
-    def hold(p: int) -> None:  # test hook: stop fetching partition p (flow control never resumes it)
-        if direct is not None:
-            direct.hold(p)
-            return
-        hook_held.add(p)
-        if p in assigned():
-            app.consumer.pause_partitions({TP(s.topics.transactions, p)})
+    async def stop_health(self, sender: Any, **kwargs: Any) -> None:
+        self.supervisor.stop()  # the components end with the worker from here on
+        if self.server is not None:
+            await self.server.stop()
+        await self.sampler.stop()
 
-    def release(p: int) -> None:
-        if direct is not None:
-            direct.release(p)
-            return
-        hook_held.discard(p)
-        if p in assigned() and p not in paused:
-            app.consumer.resume_partitions({TP(s.topics.transactions, p)})
+    # -- the supervised components -------------------------------------------------------------
 
-    health.assigned = assigned
-    hooks: dict[str, Callable[[int], None]] | None = {"pause": hold, "resume": release} if s.test_hooks else None
-    server = Server(metrics_socket, make_app(health, metrics, hooks, supervisor.kill if s.test_hooks else None)
-                    ) if metrics_socket is not None else None
-    sampler = OffsetSampler(s.bootstrap, s.auth.aiokafka(), s.topics.transactions, s.group_id, s.worker_id,
-                            s.auto_offset_reset, timeout_s=max(s.watchdog_interval_s, 5.0))
-
-    @app.task
-    async def serve_health() -> None:
-        if server is not None:
-            await server.start()
-
-    async def watch_partitions() -> None:
-        """The stall watchdog (workers/watchdog.py), from the end of the bootstrap on (supervised)."""
+    async def watch_partitions(self) -> None:
+        """The stall watchdog (workers/watchdog.py), from the end of the bootstrap on."""
+        s = self.s
         while True:
             try:
-                await sampler.start()
+                await self.sampler.start()
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("watchdog: cannot reach the broker (%r); retrying in %.1fs", exc, s.watchdog_interval_s)
                 await asyncio.sleep(s.watchdog_interval_s)
-        await run_watchdog(watchdog, s.watchdog_interval_s, assigned, lambda: runner.processed, runner.waiting,
-                           sampler.offsets, lambda dog: metrics.set_partitions(dog.lags(), len(dog.stalled())))
+        await run_watchdog(self.watchdog, s.watchdog_interval_s, self.consumer.assigned,
+                           lambda: self.runner.processed, self.runner.waiting, self.sampler.offsets,
+                           lambda dog: self.metrics.set_partitions(dog.lags(), len(dog.stalled())))
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_health(sender: Any, **kwargs: Any) -> None:
-        supervisor.stop()  # the components end with the worker from here on
-        if server is not None:
-            await server.stop()
-        await sampler.stop()
-
-    async def score(stream: Any) -> None:
-        streams[:] = [stream]
-        async for events in stream.take_events(s.batch_size, within=max(s.max_wait_ms, 0.1) / 1000):
-            for ev in events:  # our reference: released only once the record's outputs are acknowledged
-                ev.message.incref()
-            if draining.is_set() or fatal.is_set():
-                await asyncio.Event().wait()  # hold: never acked, redelivered after the restart
-            await ready.wait()
-            idle.clear()
+    async def flusher(self) -> None:
+        """Scores what waited for terminal finality when no new batch arrives to trigger it, completes
+        acknowledged batches and commits them when due: woken when a record is queued, a table watermark
+        moves or a batch is acknowledged, else at the next deadline (a wait bound, the commit interval)."""
+        runner, consumer = self.runner, self.consumer
+        while not self.fatal.is_set():
+            deadlines = [t for t in (runner.next_wait_s(), consumer.next_commit_s()) if t is not None]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.wake.wait(), min(deadlines) if deadlines else None)
+            runner.wake.clear()
+            if consumer.consumer is None or not (runner.pending_count() or consumer.inflight or consumer.to_commit):
+                continue
             try:
-                now = int(time.time() * 1000)
-                records = []
-                for ev in events:
-                    m = ev.message
-                    held[(m.partition, m.offset)] = ev
-                    records.append(Record(m.partition, m.offset, round(m.timestamp * 1000), m.key, m.value, now,
-                                          replay_of(m.partition, m.headers)))
-                await runner.admit(records)
-                await flush_and_ack()
-                apply_flow()
+                await consumer.flush_and_commit()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                fail("processing a batch")
-            finally:
-                idle.set()
+                self.fail("flushing")
 
-    if direct is None:
-        app.agent(topic, name="score")(score)
-
-    async def flusher() -> None:
-        """Scores what waited for terminal finality when no new batch arrives to trigger it (supervised):
-        woken when a record is queued or a table watermark moves, else at the next wait deadline."""
-        while not fatal.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runner.wake.wait(), runner.next_wait_s())
-            runner.wake.clear()
-            if runner.pending_count() and (streams or (direct is not None and direct.consumer is not None)):
-                try:
-                    if direct is not None:
-                        await direct.flush_and_commit()
-                    else:
-                        await flush_and_ack()
-                        apply_flow()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    fail("flushing")
-
-    async def publish_stats() -> None:
-        """A latency-stats message every --stats-interval (supervised: a bug or a refused topic stops the worker)."""
+    async def publish_stats(self) -> None:
+        """A latency-stats message every --stats-interval (a bug or a refused topic stops the worker)."""
         while True:
-            await asyncio.sleep(s.stats_interval_s)
-            msg = runner.stats_message(labels.sizes())
-            await publisher.send_all([(s.topics.stats, s.worker_id.encode(), orjson.dumps(msg), None)])
+            await asyncio.sleep(self.s.stats_interval_s)
+            msg = self.runner.stats_message(self.labels.sizes())
+            await self.publisher.send_all([(self.s.topics.stats, self.s.worker_id.encode(), orjson.dumps(msg), None)])
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def on_rebalance(sender: Any, **kwargs: Any) -> None:
-        if direct is not None:
-            # Faust's own consumer (group "<group>-app") holds no transactions partitions in direct
-            # mode: the direct consumer's rebalance listener forgets revoked partitions itself.
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        log.info("SIGTERM: draining the batches in flight (at most %.0fs)", self.s.drain_timeout_s)
+        self.health.draining = True
+        self.supervisor.stopping = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.s.drain_timeout_s, self.publisher.interrupt)
+        loop.call_later(self.s.drain_timeout_s + 20, self.hard_exit)
+        self.consumer.stopping.set()
+        if self.consumer_task is not None:
+            await self.consumer_task  # flushes what it can, commits, leaves the group
+        await asyncio.sleep(0)
+        os.kill(os.getpid(), signal.SIGINT)  # Faust's own clean stop
+
+    def fail(self, what: str) -> None:
+        """Not bad input (that is dead-lettered): an output refused for good, or a bug. Stop without
+        committing, so the records are redelivered after a restart rather than skipped."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, WorkerError):  # says what happened and what to do: no traceback needed
+            log.error("failure %s: %s; stopping the worker", what, exc)
+        else:
+            log.exception("failure %s; stopping the worker", what)
+        self.stop_fatally(what if exc is None else f"{what}: {exc}")
+
+    def component_died(self, name: str, exc: BaseException | None) -> None:
+        err = ComponentDied(name, exc)
+        log.error("%s; stopping the worker", err, exc_info=exc)
+        self.stop_fatally(str(err))
+
+    def stop_fatally(self, reason: str) -> None:
+        if self.fatal.is_set():
             return
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topics.transactions}
-        runner.drop_partitions(set(runner.states) - assigned)
-        if hook_held & assigned:  # a reassignment forgets pauses; the test hook's hold outlives it
-            app.consumer.pause_partitions({TP(s.topics.transactions, p) for p in hook_held & assigned})
+        self.fatal.set()
+        self.health.fatal = reason
+        self.supervisor.stopping = True
+        self.publisher.interrupt()
+        self.consumer.stopping.set()  # no new fetch; it leaves the group rather than waiting to be timed out
+        # A moment before stopping, so that probes and scrapers see why (/healthz, /readyz say it).
+        loop = asyncio.get_running_loop()
+        loop.call_later(FATAL_GRACE_S, os.kill, os.getpid(), signal.SIGINT)
+        loop.call_later(FATAL_GRACE_S + self.s.drain_timeout_s + 20, self.hard_exit)
 
-    app.conf.fraudstream = {"runner": runner, "labels": labels, "reader": reader, "health": health}  # tests, ops, exit
+    def hard_exit(self) -> None:
+        log.error("the worker did not stop within %.0fs of the drain bound; exiting", self.s.drain_timeout_s + 20)
+        logging.shutdown()
+        os._exit(1)
+
+
+def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
+               metrics_socket: socket.socket | None = None) -> faust.App:
+    (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
+    app = faust_app(s)
+    w = Worker(s, bundle, scorer, partitions, metrics_socket)
+    app.task(w.start)
+    app.task(w.serve_health)
+    app.on_before_shutdown.connect(w.stop_health)  # type: ignore[arg-type]
+    app.conf.fraudstream = {"runner": w.runner, "labels": w.labels, "reader": w.reader,
+                            "health": w.health, "worker": w}  # tests, ops, exit
     return app

@@ -67,8 +67,9 @@ class Settings:
     retry_backoff_ms: int
     data_dir: Path
     session_timeout_s: float
-    consumer: str
     auth: KafkaAuth
+    commit_interval_ms: int = 1000
+    latency_target_ms: float = 0.0  # 0: fixed batches (workers/batching.py)
     graph: str = "auto"            # auto | tree | tensor (workers/score.py)
     batch_size_auto: bool = False  # --batch-size auto: the GPU default may replace CPU_BATCH_SIZE at start
     metrics_host: str = "0.0.0.0"
@@ -133,8 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--retries", "FRAUDSTREAM_RETRIES", 3, "scoring retries before a batch is dead-lettered", int)
     add(p, "--retry-backoff-ms", "FRAUDSTREAM_RETRY_BACKOFF_MS", 200, "first retry backoff (doubles)", int)
     add(p, "--data-dir", "FRAUDSTREAM_DATA_DIR", Path(".state/worker"), "Faust's local data directory", Path)
-    add(p, "--consumer", "FRAUDSTREAM_CONSUMER", "direct",
-        "how transactions are consumed: direct (whole aiokafka fetches, ~2x faster) | agent (a Faust agent)")
+    add(p, "--commit-interval-ms", "FRAUDSTREAM_COMMIT_INTERVAL_MS", 1000,
+        "how often acknowledged offsets are committed (also at a rebalance and at stop): a kill -9 re-scores at "
+        "most this much more; a commit per batch costs a broker round trip each", int)
+    add(p, "--latency-target-ms", "FRAUDSTREAM_LATENCY_TARGET_MS", 0.0,
+        "adaptive batching: the batch size (up to --batch-size) and the wait to fill it are chosen so that a "
+        "transaction's time in the worker stays within this target at the offered load; 0: fixed batches of "
+        "--batch-size, each fetch waiting at most --max-wait-ms", non_negative_float)
     add(p, "--session-timeout-s", "FRAUDSTREAM_SESSION_TIMEOUT_S", 10.0,
         "consumer-group session timeout: how long a dead worker's partitions wait before moving", non_negative_float)
     add(p, "--metrics-host", "FRAUDSTREAM_METRICS_HOST", "0.0.0.0",
@@ -196,8 +202,9 @@ def parse(argv: list[str] | None = None) -> Settings:
         raise ConfigError(f"--provider {a.provider!r}: choose one of {', '.join(PROVIDERS)} (env FRAUDSTREAM_PROVIDER)")
     if a.graph not in GRAPHS:
         raise ConfigError(f"--graph {a.graph!r}: choose one of {', '.join(GRAPHS)} (env FRAUDSTREAM_GRAPH)")
-    if a.consumer not in ("direct", "agent"):
-        raise ConfigError(f"--consumer {a.consumer!r}: choose direct or agent (env FRAUDSTREAM_CONSUMER)")
+    if a.commit_interval_ms <= 0:
+        raise ConfigError(f"--commit-interval-ms {a.commit_interval_ms}: must be > 0 "
+                          "(env FRAUDSTREAM_COMMIT_INTERVAL_MS)")
     if a.auto_offset_reset not in OFFSET_RESETS:
         raise ConfigError(f"--auto-offset-reset {a.auto_offset_reset!r}: choose earliest or latest")
     if a.lateness_ms < 0 or a.label_lateness_ms < 0 or a.max_future_ms < 0 or a.retries < 0 or a.idle_ms <= 0:
@@ -220,7 +227,8 @@ def parse(argv: list[str] | None = None) -> Settings:
         label_lateness_ms=a.label_lateness_ms,
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
         retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
-        session_timeout_s=a.session_timeout_s, consumer=a.consumer, auth=KafkaAuth.from_env(),
+        session_timeout_s=a.session_timeout_s, auth=KafkaAuth.from_env(),
+        commit_interval_ms=a.commit_interval_ms, latency_target_ms=a.latency_target_ms,
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
         stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, graph=a.graph,
         batch_size_auto=a.batch_size == 0,

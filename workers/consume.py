@@ -15,17 +15,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from workers.batch import Record, replay_of
+from workers.batching import BatchPolicy
 from workers.config import Settings
-from workers.runner import Runner
+from workers.runner import InFlight, Runner
 from workers.services import publish_lows
 
 log = logging.getLogger("fraudstream.worker")
+# Flushed batches whose acknowledgements may be awaited at once: the next batch is fetched, admitted
+# and scored meanwhile; beyond this the oldest is waited for (bounded memory, bounded redelivery).
+MAX_IN_FLIGHT = 4
 
 
 class DirectConsumer:
@@ -38,6 +43,10 @@ class DirectConsumer:
         self.held: set[int] = set()    # paused by the test hook (/debug/pause): flow() never resumes these
         self.last_record: dict[int, float] = {}  # partition -> monotonic time its last record (or assignment) came
         self.next_idle_check = 0.0
+        self.inflight: deque[InFlight] = deque()  # flushed batches awaiting acknowledgement, oldest first
+        self.to_commit: dict[int, int] = {}      # partition -> acknowledged offset not yet committed
+        self.commit_due = 0.0
+        self.policy = BatchPolicy(s.batch_size, s.max_wait_ms, s.latency_target_ms)
 
     def assigned(self) -> set[int]:
         if self.consumer is None:
@@ -65,51 +74,66 @@ class DirectConsumer:
         await self.consumer.start()
         self.consumer.subscribe([s.topics.transactions], listener=_Listener(self))
 
-    async def flush_and_commit(self) -> int:
+    async def flush_and_commit(self, final: bool = False) -> int:
+        """Start a flush, complete the in-flight flushes already acknowledged (all of them when ``final``,
+        the oldest when too many are in flight), and commit what they cover when the commit interval has
+        passed (or ``final``). Returns how many records were completed."""
         assert self.consumer is not None
         async with self.lock:
-            records = await self.runner.flush()
-            last: dict[int, int] = {}
-            for r in records:
-                last[r.partition] = r.offset
-            if last:
-                topic = self.s.topics.transactions
-                await self.consumer.commit({TopicPartition(topic, p): o + 1 for p, o in last.items()})
-            # After the commit: a restart re-scores from there, never below these days.
-            await publish_lows(self.runner.publisher, self.s, self.runner.table, self.runner.lows())
-            return len(records)
+            f = await self.runner.flush_start()
+            if f is not None:
+                self.inflight.append(f)
+            done = 0
+            while self.inflight and (final or self.inflight[0].task.done() or len(self.inflight) > MAX_IN_FLIGHT):
+                for r in await self.runner.complete(self.inflight.popleft()):
+                    self.to_commit[r.partition] = r.offset + 1
+                    done += 1
+            if self.to_commit and (final or time.monotonic() >= self.commit_due):
+                await self._commit()
+            return done
+
+    async def _commit(self) -> None:
+        assert self.consumer is not None
+        topic = self.s.topics.transactions
+        await self.consumer.commit({TopicPartition(topic, p): o for p, o in self.to_commit.items()})
+        self.to_commit.clear()
+        self.commit_due = time.monotonic() + self.s.commit_interval_ms / 1000
+        # After the commit: a restart re-scores from there, never below these days (decided records
+        # still in flight are not committed: they count too).
+        uncommitted: dict[int, int] = {}
+        for f in self.inflight:
+            for p, ts in f.decision.min_ts.items():
+                uncommitted[p] = min(uncommitted.get(p, ts), ts)
+        await publish_lows(self.runner.publisher, self.s, self.runner.table, self.runner.lows(uncommitted))
+
+    def next_commit_s(self) -> float | None:
+        """Seconds until acknowledged offsets are due to be committed (None: nothing to commit or to await)."""
+        if self.inflight:
+            return 0.0 if self.inflight[0].task.done() else None
+        if not self.to_commit:
+            return None
+        return max(self.commit_due - time.monotonic(), 0.0)
 
     async def run(self) -> None:
         """Fetch, admit, flush, commit until asked to stop; then flush what can be and leave the group."""
         assert self.consumer is not None
-        limit = 20 * self.s.batch_size
-        timeout_ms = max(int(self.s.max_wait_ms), 1)
-        topic = self.s.topics.transactions
         try:
             while not self.stopping.is_set():
                 assigned = self.assigned()
-                paused = self.paused & assigned
-                pause, resume = self.runner.flow(paused, limit)
-                pause &= assigned
-                resume &= assigned
-                if pause:
-                    self.consumer.pause(*(TopicPartition(topic, p) for p in pause))
-                if resume:
-                    self.consumer.resume(*(TopicPartition(topic, p) for p in resume - self.held))
-                if self.held & assigned:  # also after a reassignment, which forgets pauses
-                    self.consumer.pause(*(TopicPartition(topic, p) for p in self.held & assigned))
-                self.paused = (paused | pause) - resume
-                batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.s.batch_size)
-                now = int(time.time() * 1000)
-                records = [Record(r.partition, r.offset, r.timestamp, r.key, r.value, now,
-                                  replay_of(r.partition, r.headers))
-                           for rs in batches.values() for r in rs]
+                self._apply_flow(assigned)
+                t0 = time.monotonic()
+                records, fetched = await self._fetch()
                 if records:
+                    await self.runner.recover(records)  # I/O: outside the lock that guards flushing
                     async with self.lock:
                         await self.runner.admit(records)
+                t1 = time.monotonic()
                 await self.flush_and_commit()
-                await self.close_idle(assigned, {tp.partition for tp in batches})
-            await self.flush_and_commit()
+                if records:
+                    now = time.monotonic()
+                    self.policy.observe(len(records), (now - t1) * 1000, (now - t0) * 1000)
+                await self.close_idle(assigned, fetched)
+            await self.flush_and_commit(final=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -118,6 +142,46 @@ class DirectConsumer:
         finally:
             if self.stopping.is_set():
                 await self.consumer.stop()
+
+    def _apply_flow(self, assigned: set[int]) -> None:
+        """Per-partition backpressure (``Core.flow``) and the test hook's holds, through pause/resume."""
+        assert self.consumer is not None
+        topic = self.s.topics.transactions
+        paused = self.paused & assigned
+        pause, resume = self.runner.flow(paused, 20 * self.s.batch_size)
+        pause &= assigned
+        resume &= assigned
+        if pause:
+            self.consumer.pause(*(TopicPartition(topic, p) for p in pause))
+        if resume:
+            self.consumer.resume(*(TopicPartition(topic, p) for p in resume - self.held))
+        if self.held & assigned:  # also after a reassignment, which forgets pauses
+            self.consumer.pause(*(TopicPartition(topic, p) for p in self.held & assigned))
+        self.paused = (paused | pause) - resume
+
+    async def _fetch(self) -> tuple[list[Record], set[int]]:
+        """One batch under the batch policy (``workers.batching``): the records, and the partitions fetched."""
+        assert self.consumer is not None
+        policy = self.policy
+        cap = policy.max_records()
+        records: list[Record] = []
+        fetched: set[int] = set()
+        wait_ms = policy.fetch_wait_ms()
+        deadline = None
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=max(int(wait_ms), 0), max_records=cap - len(records))
+            now = int(time.time() * 1000)
+            records += [Record(r.partition, r.offset, r.timestamp, r.key, r.value, now,
+                               replay_of(r.partition, r.headers))
+                        for rs in batches.values() for r in rs]
+            fetched.update(tp.partition for tp in batches)
+            if not records or len(records) >= cap or not policy.adaptive or self.stopping.is_set():
+                return records, fetched
+            if deadline is None:
+                deadline = time.monotonic() + policy.fill_wait_ms() / 1000
+            wait_ms = (deadline - time.monotonic()) * 1000
+            if wait_ms <= 0:
+                return records, fetched
 
     async def close_idle(self, assigned: set[int], fetched: set[int]) -> None:
         """Partitions caught up (position at the high watermark) and without a record for --idle-ms
@@ -160,7 +224,7 @@ class DirectConsumer:
     async def revoke(self, partitions: list[TopicPartition]) -> None:
         """Before partitions move: flush and commit what can be, forget their state and queues."""
         try:
-            await self.flush_and_commit()
+            await self.flush_and_commit(final=True)
         except Exception:  # the commit may fail mid-rebalance; the new owner starts at the last commit
             log.warning("flush before revoking %s failed; the new owner re-scores from the last commit",
                         sorted(tp.partition for tp in partitions), exc_info=True)

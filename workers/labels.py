@@ -31,7 +31,8 @@ from workers.batch import dead_letter_headers
 from workers.config import Settings
 from workers.errors import retriable
 from workers.metrics import Metrics
-from workers.publish import Out, Publisher
+from workers.ports import Out
+from workers.publish import Publisher
 from workers.services import publish_closures
 from workers.state import LabelPartial, LabelPartition
 from workers.stats import StatsWindow

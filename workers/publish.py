@@ -24,10 +24,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from workers.config import Settings
 from workers.errors import OutputRefused, PublishInterrupted, retriable
+from workers.ports import Out
 
 log = logging.getLogger("fraudstream.worker")
-# topic, key, value (None: a tombstone on a compacted topic), headers
-Out = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 STUB_HEADER = "dlq.stub"
 STUB_DETAIL_BYTES = 200
 SLOW_ACK_WARN_S = 5.0

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from workers.batch import Record, admit_one, replay_of
 from workers.config import Settings
-from workers.publish import Out, Publisher
+from workers.ports import Out, SinkPort
 from workers.state import Partial, TxPartition
 from workers.terminals import TX, TXLOW, TXWM, TerminalTable, dumps, partial_key, watermark_key
 
@@ -93,7 +93,7 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
     return state, replayed
 
 
-async def publish_tx_closures(publisher: Publisher, s: Settings, table: TerminalTable,
+async def publish_tx_closures(publisher: SinkPort, s: Settings, table: TerminalTable,
                               closures: list[tuple[int, list[Partial], int | None]]) -> None:
     """The transactions partitions' closures that the table does not know yet (a redelivery closes
     days again that were published before)."""
@@ -106,7 +106,7 @@ async def publish_tx_closures(publisher: Publisher, s: Settings, table: Terminal
     await publish_closures(publisher, table, s.topics.terminal_days, TX, TXWM, fresh)
 
 
-async def publish_closures(publisher: Publisher, table: TerminalTable, topic: str, kind: str, wm_kind: str,
+async def publish_closures(publisher: SinkPort, table: TerminalTable, topic: str, kind: str, wm_kind: str,
                            closures: Sequence[tuple[int, Sequence[tuple[int, Any]], int | None]]) -> None:
     """Closed day counts of every partition in one send, then (after their acks) the partitions'
     watermarks in one — two broker round trips however many partitions closed a day — then the same
@@ -122,7 +122,7 @@ async def publish_closures(publisher: Publisher, table: TerminalTable, topic: st
     apply_acknowledged(table, counts + marks)
 
 
-async def publish_lows(publisher: Publisher, s: Settings, table: TerminalTable, lows: dict[int, int]) -> None:
+async def publish_lows(publisher: SinkPort, s: Settings, table: TerminalTable, lows: dict[int, int]) -> None:
     """Our partitions' ``txlow`` marks that moved (after the commit they describe), then tombstones for
     our partitions' records that fell below the table's floor."""
     topic = s.topics.terminal_days

@@ -35,6 +35,7 @@ from schemas.features import FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS, Cell, n
 
 TX, TXWM, TXLOW, LAB, LABWM = "tx", "txwm", "txlow", "lbl", "lblwm"
 _MARKS = (TXWM, TXLOW, LABWM)
+MEMO_DAYS = 3  # transaction days whose terminal windows are memoised (a live stream scores one or two at a time)
 
 
 def partial_key(kind: str, partition: int, index: int) -> bytes:
@@ -62,6 +63,7 @@ class TerminalTable:
         self._by_day: dict[int, set[str]] = {}
         self.floor: int | None = None
         self.stale: set[tuple[str, int, int]] = set()  # keys dropped below the floor, to tombstone
+        self._memo: dict[int, dict[str, list[tuple[int, int]]]] = {}  # day -> terminal -> windows (see windows)
         self.on_mark: Callable[[], None] | None = None  # called when a watermark moves: finality may advance
 
     def apply(self, key: bytes, value: bytes | None) -> None:
@@ -179,9 +181,20 @@ class TerminalTable:
         return min(tx + FEEDBACK_DELAY_DAYS + 1, lab)
 
     def windows(self, terminal_id: str, d: int) -> list[tuple[int, int]]:
-        """(transactions, frauds) of each terminal window of a transaction on day ``d`` (asked of ready days only)."""
-        return nested_windows(self._days.get(terminal_id), d)
+        """(transactions, frauds) of each terminal window of a transaction on day ``d`` (asked of ready days
+        only). Memoised per (day, terminal): the cells a ready day reads are final, so its windows never
+        change; the memo keeps the newest ``MEMO_DAYS`` days asked."""
+        memo = self._memo.get(d)
+        if memo is None:
+            memo = self._memo[d] = {}
+            for old in sorted(self._memo)[:-MEMO_DAYS]:
+                del self._memo[old]
+        wins = memo.get(terminal_id)
+        if wins is None:
+            wins = memo[terminal_id] = nested_windows(self._days.get(terminal_id), d)
+        return wins
 
     def sizes(self) -> dict[str, int]:
         return {"terminals": len(self._days), "terminal_days": sum(len(t) for t in self._by_day.values()),
-                "terminal_records": len(self._partials)}
+                "terminal_records": len(self._partials),
+                "terminal_windows_memo": sum(len(m) for m in self._memo.values())}

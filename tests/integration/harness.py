@@ -27,7 +27,6 @@ class Run:
     group: str
     bundle: Bundle
     tmp: Path
-    consumer: str = "direct"
     batch_size: int = 500
     metrics_port: int = 0  # 0: no health/metrics server, so that workers on this host never share a port
     extra: list[str] = field(default_factory=list)  # more worker flags
@@ -39,7 +38,7 @@ class Run:
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
                 "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
                 "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", str(self.batch_size),
-                "--terminal-wait-s", "60", "--consumer", self.consumer, "--metrics-port", str(self.metrics_port),
+                "--terminal-wait-s", "60", "--metrics-port", str(self.metrics_port),
                 *self.extra]
 
     def start(self, worker_id: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

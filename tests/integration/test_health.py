@@ -70,11 +70,8 @@ def until(what: str, check: Any, timeout_s: float, proc: Any) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-@pytest.mark.parametrize("consumer", ["direct", "agent"])
-def test_probes_metrics_and_a_stalled_partition(run: Run, history: tuple[History, Labels], bundle: Bundle,
-                                                consumer: str) -> None:
+def test_probes_metrics_and_a_stalled_partition(run: Run, history: tuple[History, Labels], bundle: Bundle) -> None:
     h, lab = history
-    run.consumer = consumer
     half = len(h) // 2
     port = run.metrics_port = free_port()
     run.extra = ["--metrics-host", "127.0.0.1", "--stall-after-s", "2", "--watchdog-interval-s", "0.5"]

@@ -40,16 +40,17 @@ MALFORMED: list[tuple[bytes | None, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("consumer", "batch_size", "graph"),
-                         [("direct", 500, "auto"), ("agent", 500, "auto"), ("direct", 50, "auto"),
-                          ("direct", 500, "tensor")])
+@pytest.mark.parametrize(("batch_size", "graph", "extra"),
+                         [(500, "auto", []), (500, "auto", ["--commit-interval-ms", "1", "--latency-target-ms", "20"]),
+                          (50, "auto", []), (500, "tensor", [])])
 def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tuple[History, Labels],
-                                                           consumer: str, batch_size: int, graph: str) -> None:
+                                                           batch_size: int, graph: str, extra: list[str]) -> None:
     # Batch 50: per-partition queues pass their limit while they wait for other partitions; only
     # per-partition pausing (not a global stop) keeps the lagging partitions flowing.
     # Graph tensor: the tensorized (GPU) graph run on the CPU gives the offline (tree graph) scores.
     h, lab = history
-    run.consumer, run.batch_size = consumer, batch_size
+    # Commit interval 1 ms: a commit after every acknowledged batch; latency target: adaptive batches.
+    run.batch_size, run.extra = batch_size, [*run.extra, *extra]
     if graph != "auto":
         run.extra = [*run.extra, "--graph", graph]
     worker = run.start("w1")

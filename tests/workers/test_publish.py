@@ -14,7 +14,8 @@ import pytest
 
 from workers.config import parse
 from workers.errors import OutputRefused, PublishInterrupted
-from workers.publish import STUB_HEADER, Out, Publisher
+from workers.ports import Out
+from workers.publish import STUB_HEADER, Publisher
 
 HANG = object()  # a delivery future that never completes (the producer retrying for ever)
 Refuse = Callable[[str, list[tuple[Any, Any, Any]]], object]  # (topic, batch) -> None (ack), an error, or HANG

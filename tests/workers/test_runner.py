@@ -30,6 +30,7 @@ D0 = 17_700 * DAY_MS
 
 class FakeScorer:
     provider = "CPUExecutionProvider"
+    graph = "tree"
 
     def __init__(self, failures: int = 0) -> None:
         self.failures, self.calls = failures, 0
@@ -52,6 +53,9 @@ class FakePublisher:
             (self.closures if r[0] == Topics().terminal_days else self.sent).append(r)
         return [1] * len(batch)
 
+    def interrupt(self) -> None:
+        pass
+
 
 def make_runner(tmp_path: Path, scorer: FakeScorer, **flags: str) -> tuple[Runner, TerminalTable, FakePublisher]:
     argv = ["--retries", "2", "--retry-backoff-ms", "1", "--data-dir", str(tmp_path)]
@@ -61,7 +65,7 @@ def make_runner(tmp_path: Path, scorer: FakeScorer, **flags: str) -> tuple[Runne
     table = TerminalTable(tx_partitions=2, label_partitions=1)
     pub = FakePublisher()
     bundle = Bundle(tmp_path, {"model_version": "m1", "threshold": {"value": 0.5}})
-    runner = Runner(s, bundle, scorer, table, pub)  # type: ignore[arg-type]
+    runner = Runner(s, bundle, scorer, table, pub)
     for p in (0, 1):
         runner.states[p] = TxPartition(p, s.lateness_ms)
         runner.states[p].next_offset = 0

@@ -1,0 +1,61 @@
+"""The batch policy, apart from the model call: how many records to take and how long to wait for them.
+
+Fixed (``--latency-target-ms 0``): each fetch takes at most ``--batch-size`` records and waits at
+most ``--max-wait-ms`` for the first ones (it returns as soon as any arrived).
+
+Adaptive (``--latency-target-ms T``), in the spirit of Triton's dynamic batcher and its queue
+delay: a batch is filled for at most a wait ``w`` from its first record, then processed; the
+records' time in the worker is about ``w`` plus the batch's processing time ``S``. The policy
+keeps a moving estimate of ``S`` (per batch, from fetch to outputs handed to the producer) and
+sets ``w = T/2 - S`` (never below 0): at a low load the batch grows to what arrives within the
+wait (fewer, larger batches: less CPU a transaction); at a high load the cap is reached first.
+When a batch still takes longer than ``T`` the cap is halved; when batches fill within the target
+the cap doubles again, up to ``--batch-size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIN_CAP = 16
+_SMOOTHING = 0.2   # weight of the newest batch in the moving estimate of the processing time
+
+
+@dataclass
+class BatchPolicy:
+    batch_size: int            # the cap's ceiling (--batch-size)
+    max_wait_ms: float         # fixed mode: the fetch's wait
+    target_ms: float = 0.0     # 0: fixed mode
+    cap: int = 0               # the current batch cap (adaptive)
+    service_ms: float = 0.0    # moving estimate of one batch's processing time
+
+    def __post_init__(self) -> None:
+        self.cap = self.batch_size
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target_ms > 0
+
+    def max_records(self) -> int:
+        return self.cap if self.adaptive else self.batch_size
+
+    def fill_wait_ms(self) -> float:
+        """How long a batch may wait to fill after its first record arrived."""
+        if not self.adaptive:
+            return 0.0
+        return max(self.target_ms / 2 - self.service_ms, 0.0)
+
+    def fetch_wait_ms(self) -> float:
+        """How long one fetch waits for records when none have arrived yet."""
+        return self.max_wait_ms if not self.adaptive else max(min(self.target_ms / 2, self.max_wait_ms), 1.0)
+
+    def observe(self, size: int, service_ms: float, in_worker_ms: float) -> None:
+        """A batch of ``size`` records was processed in ``service_ms``; its first record spent
+        ``in_worker_ms`` in the worker (fill wait included)."""
+        if not self.adaptive or size == 0:
+            return
+        self.service_ms += _SMOOTHING * (service_ms - self.service_ms)
+        if in_worker_ms > self.target_ms:
+            self.cap = max(self.cap // 2, MIN_CAP)
+        elif size >= self.cap and in_worker_ms < self.target_ms / 2:
+            self.cap = min(self.cap * 2, self.batch_size)
