@@ -1,16 +1,17 @@
 """The batch policy, apart from the model call: how many records to take and how long to wait for them.
 
 Fixed (``--latency-target-ms 0``): each fetch takes at most ``--batch-size`` records and waits at
-most ``--max-wait-ms`` for the first ones (it returns as soon as any arrived).
+most ``--max-wait-ms`` for them; the broker holds a fetch request until about a batch's bytes
+arrived or that wait passed (a light load then costs a fetch per wait, not per record).
 
 Adaptive (``--latency-target-ms T``), in the spirit of Triton's dynamic batcher and its queue
 delay: a batch is filled for at most a wait ``w`` from its first record, then processed; the
 records' time in the worker is about ``w`` plus the batch's processing time ``S``. The policy
 keeps a moving estimate of ``S`` (per batch, from fetch to outputs handed to the producer) and
-sets ``w = T/2 - S`` (never below 0): at a low load the batch grows to what arrives within the
-wait (fewer, larger batches: less CPU a transaction); at a high load the cap is reached first.
-When a batch still takes longer than ``T`` the cap is halved; when batches fill within the target
-the cap doubles again, up to ``--batch-size``.
+sets ``w = T/2 - S`` (never below 0), the broker holding a fetch up to ``T/4``: at a low load the
+batch grows to what arrives within the wait (fewer, larger batches: less CPU a transaction); at
+a high load the cap is reached first. When a batch still takes longer than ``T`` the cap is
+halved; when batches fill within half the target the cap doubles again, up to ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIN_CAP = 16
+RECORD_BYTES = 128   # about a transaction record on the wire: what the broker-side wait is sized by
 _SMOOTHING = 0.2   # weight of the newest batch in the moving estimate of the processing time
 
 
@@ -48,6 +50,12 @@ class BatchPolicy:
     def fetch_wait_ms(self) -> float:
         """How long one fetch waits for records when none have arrived yet."""
         return self.max_wait_ms if not self.adaptive else max(min(self.target_ms / 2, self.max_wait_ms), 1.0)
+
+    def fetch_options(self) -> dict[str, int]:
+        """The consumer's fetch settings: the broker holds a fetch until about a batch's bytes arrived or
+        the wait passed, so that a light load costs one fetch request per wait rather than per record."""
+        wait = self.max_wait_ms if not self.adaptive else self.target_ms / 4
+        return {"fetch_max_wait_ms": max(int(wait), 1), "fetch_min_bytes": min(self.batch_size * RECORD_BYTES, 1 << 20)}
 
     def observe(self, size: int, service_ms: float, in_worker_ms: float) -> None:
         """A batch of ``size`` records was processed in ``service_ms``; its first record spent

@@ -70,7 +70,8 @@ class DirectConsumer:
             bootstrap_servers=s.bootstrap, **s.auth.aiokafka(), group_id=s.group_id, client_id=s.worker_id,
             enable_auto_commit=False, auto_offset_reset=s.auto_offset_reset, max_poll_records=s.batch_size,
             session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=max(int(s.session_timeout_s * 250), 500))
+            heartbeat_interval_ms=max(int(s.session_timeout_s * 250), 500),
+            **self.policy.fetch_options())
         await self.consumer.start()
         self.consumer.subscribe([s.topics.transactions], listener=_Listener(self))
 
