@@ -2,7 +2,8 @@
 their report slots (``workers.state.LabelPartition``) and publishes the closed ones to the
 terminal-days topic.
 
-Labels are validated like transactions (``schemas.validate.decode_label``) and the record key must
+Labels are validated like transactions (``schemas.validate.decode_label``, a fetch at a time by its
+batch equivalent ``schemas.decode_batch.decode_labels``) and the record key must
 be the label's terminal id — every label of one transaction then lands on one partition, which is
 what lets a later label replace an earlier one. A bad label goes to the dead-letter topic with its
 reason and is counted (stats topic and ``/metrics``); a valid label is never dead-lettered.
@@ -26,7 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas.validate import Reject, decode_label
+from schemas.decode_batch import decode_labels
+from schemas.validate import Label, Reject
 from workers.batch import dead_letter_headers
 from workers.config import Settings
 from workers.errors import retriable
@@ -104,9 +106,11 @@ class LabelAggregator:
                 continue
             self.last_seen[tp.partition] = now
             before = state.restamped
-            for r in records:
+            decoded = decode_labels([r.value for r in records], [r.timestamp for r in records],
+                                    self.s.max_future_ms).outcomes()
+            for r, label in zip(records, decoded, strict=True):
                 n += 1
-                got = self._decode(r)
+                got = self._check_key(r, label)
                 if isinstance(got, Reject):
                     dead.append((r, got))
                 else:
@@ -123,8 +127,9 @@ class LabelAggregator:
                 for r, rj in dead)
         await self._close(now)
 
-    def _decode(self, r: Any) -> Any:
-        got = decode_label(r.value, r.timestamp, self.s.max_future_ms)
+    @staticmethod
+    def _check_key(r: Any, got: Label | Reject) -> Label | Reject:
+        """A valid label whose record key is not its terminal id is rejected (``key_mismatch``)."""
         if not isinstance(got, Reject) and r.key != got.terminal_id.encode():
             key = "no key" if r.key is None else f"record key {r.key[:80]!r}"
             return Reject("key_mismatch", f"{key}: a label's key must be its terminal_id {got.terminal_id!r} "
