@@ -143,10 +143,8 @@ def offline_features(
     ts = ts.astype(np.int64)
     cents = amount_cents.astype(np.int64)
     out = np.zeros((n, N_FEATURES), dtype=np.float64)
-    out[:, 0] = cents / 100.0
+    out[:, :3] = calendar_columns(ts, cents)
     day = ts // DAY_MS
-    out[:, 1] = ((day + 3) % 7 >= 5).astype(np.float64)
-    out[:, 2] = ((ts - day * DAY_MS) // HOUR_MS <= 6).astype(np.float64)
     _customer_columns(out, tx_id, ts, customer_id, cents)
     _terminal_columns(out, terminal_id, day, label_deltas(label_tx_id, label_terminal_id, label_ts,
                                                            label_reported_at, label_is_fraud))
@@ -164,18 +162,48 @@ def _customer_columns(out: npt.NDArray[np.float64], tx_id: npt.NDArray[np.str_],
     key = _composite(cust[order], ts[order] - t0, span)
     prefix = np.concatenate(([0], np.cumsum(cents[order])))
     idx = np.arange(n)
-    col = 3
-    counts30 = sums30 = np.zeros(0, dtype=np.int64)
+    counts, totals = [], []
     for w in CUSTOMER_WINDOWS_DAYS:
         start = np.searchsorted(key, key - w * DAY_MS, side="right")
-        count = idx - start + 1
-        total = prefix[idx + 1] - prefix[start]
-        out[order, col] = count
-        out[order, col + 1] = total / (100.0 * count)
-        col += 2
-        if w == 30:
-            counts30, sums30 = count, total
-    out[order, N_FEATURES - 1] = (cents[order] * counts30) / sums30
+        counts.append(idx - start + 1)
+        totals.append(prefix[idx + 1] - prefix[start])
+    cols, ratio = customer_columns(counts, totals, cents[order])
+    out[order, 3:3 + 2 * len(CUSTOMER_WINDOWS_DAYS)] = cols
+    out[order, N_FEATURES - 1] = ratio
+
+
+# The feature values from exact integers, one definition for both paths: the trainer's offline
+# features and the worker's batches call these, so their arithmetic is the same by construction.
+
+
+def calendar_columns(ts: I64, cents: I64) -> npt.NDArray[np.float64]:
+    """[n, 3]: TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT."""
+    out = np.empty((len(ts), 3), dtype=np.float64)
+    out[:, 0] = cents / 100.0
+    day = ts // DAY_MS
+    out[:, 1] = ((day + 3) % 7 >= 5).astype(np.float64)  # 1970-01-01 was a Thursday (Monday = 0)
+    out[:, 2] = ((ts - day * DAY_MS) // HOUR_MS <= 6).astype(np.float64)
+    return out
+
+
+def customer_columns(counts: Sequence[I64], totals: Sequence[I64],
+                     cents: I64) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """From the count and sum of cents of each customer window: [n, 2 * windows] (count, mean amount)
+    and the 30-day amount ratio."""
+    cols = np.empty((len(cents), 2 * len(CUSTOMER_WINDOWS_DAYS)), dtype=np.float64)
+    for k, (count, total) in enumerate(zip(counts, totals, strict=True)):
+        cols[:, 2 * k] = count
+        cols[:, 2 * k + 1] = total / (100.0 * count)
+    k30 = CUSTOMER_WINDOWS_DAYS.index(30)
+    return cols, (cents * counts[k30]) / totals[k30]
+
+
+def terminal_columns(counts: I64, frauds: I64) -> npt.NDArray[np.float64]:
+    """From [n, windows] transactions and frauds of each terminal window: [n, 2 * windows] (count, risk)."""
+    cols = np.empty((len(counts), 2 * len(TERMINAL_WINDOWS_DAYS)), dtype=np.float64)
+    cols[:, 0::2] = counts
+    cols[:, 1::2] = np.where(counts > 0, frauds / np.maximum(counts, 1), 0.0)
+    return cols
 
 
 @dataclass(frozen=True)
@@ -225,14 +253,13 @@ def _terminal_columns(out: npt.NDArray[np.float64], terminal_id: npt.NDArray[np.
     tx_keys = _composite(tx_term, day - d0, dspan)
     tx_sorted = np.sort(tx_keys)
     frauds = _fraud_windows(tx_keys, day, _composite(lab_term, lab.day - d0, dspan), lab.slot, lab.delta)
-    col = 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    counts = np.empty_like(frauds)
     for i, w in enumerate(TERMINAL_WINDOWS_DAYS):
         hi = tx_keys - FEEDBACK_DELAY_DAYS - 1
         lo = tx_keys - FEEDBACK_DELAY_DAYS - w
-        count = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
-        out[:, col] = count
-        out[:, col + 1] = np.where(count > 0, frauds[:, i] / np.maximum(count, 1), 0.0)
-        col += 2
+        counts[:, i] = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
+    col = 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    out[:, col:col + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(counts, frauds)
 
 
 def _fraud_windows(tx_keys: I64, day: I64, lab_keys: I64, lab_slot: I64, lab_delta: I64) -> I64:

@@ -10,12 +10,26 @@ naming the problem.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from dataclasses import replace
 
 from schemas.bundle import load_bundle
 from schemas.errors import FraudstreamError
+
+# The cyclic collector's first generation runs every 700 container allocations by default, and every
+# tenth run scans the next generation: a worker allocates several objects per record and keeps
+# millions of long-lived ones (seen ids, queues), so collections cost about a third of the core's
+# time (BENCHMARKS.md, issue 13). State is mostly acyclic; collect much less often instead.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (the model, libraries: never garbage) and space collections out."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from workers.app import create_app
 
     app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket)
+    tune_gc()
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     try:
         worker.execute_from_commandline()

@@ -6,13 +6,24 @@ the bundle's order) -> scores -> output messages. Bad records come back as value
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.features import DAY_MS, N_FEATURES, online_row
+from schemas.decode_batch import decode_transactions
+from schemas.features import (
+    CUSTOMER_WINDOWS_DAYS,
+    DAY_MS,
+    N_FEATURES,
+    TERMINAL_WINDOWS_DAYS,
+    calendar_columns,
+    customer_columns,
+    terminal_columns,
+)
 from schemas.messages import SCHEMA_VERSION
 from schemas.validate import Reject, Tx, decode_transaction
 from workers.state import Partial, TxPartition
@@ -54,9 +65,18 @@ class Admitted:
 
 @dataclass
 class Admission:
-    admitted: list[Admitted] = field(default_factory=list)
-    dead: list[tuple[Record, Reject]] = field(default_factory=list)
+    outcomes: list[Admitted | Reject] = field(default_factory=list)   # per record, in input order
     closures: list[tuple[int, Partial]] = field(default_factory=list)
+
+    @property
+    def admitted(self) -> list[Admitted]:
+        return [o for o in self.outcomes if isinstance(o, Admitted)]
+
+    @property
+    def dead(self) -> list[tuple[Record, Reject]]:
+        return [(r, o) for r, o in zip(self.records, self.outcomes, strict=True) if isinstance(o, Reject)]
+
+    records: list[Record] = field(default_factory=list)
 
 
 def needed_day(tx: Tx) -> int:
@@ -66,7 +86,11 @@ def needed_day(tx: Tx) -> int:
 
 
 def admit_one(rec: Record, state: TxPartition, max_future_ms: int) -> Tx | Reject:
-    got = decode_transaction(rec.value, rec.timestamp, max_future_ms)
+    """The per-record reference of admission: decode, check the key, apply to the partition state."""
+    return _apply(rec, decode_transaction(rec.value, rec.timestamp, max_future_ms), state)
+
+
+def _apply(rec: Record, got: Tx | Reject, state: TxPartition) -> Tx | Reject:
     if isinstance(got, Reject):
         return got
     if rec.key is not None and rec.key != got.customer_id.encode():
@@ -78,32 +102,105 @@ def admit_one(rec: Record, state: TxPartition, max_future_ms: int) -> Tx | Rejec
     return got
 
 
-def admit_batch(records: list[Record], states: dict[int, TxPartition], max_future_ms: int) -> Admission:
-    out = Admission()
+def admit_batch_reference(records: list[Record], states: dict[int, TxPartition], max_future_ms: int) -> Admission:
+    """The per-record reference of ``admit_batch``: each record decoded, checked and applied on its own."""
+    out = Admission(records=records)
     for rec in records:
         state = states[rec.partition]
         before = len(state.seen)
         got = admit_one(rec, state, max_future_ms)
-        if isinstance(got, Reject):
-            out.dead.append((rec, got))
-        else:
-            out.admitted.append(Admitted(rec, got, new=len(state.seen) > before))
+        out.outcomes.append(got if isinstance(got, Reject) else Admitted(rec, got, new=len(state.seen) > before))
         state.next_offset = rec.offset + 1
     for p in sorted({r.partition for r in records}):
+        states[p].sync()
         out.closures.extend((p, partial) for partial in states[p].close_days())
     return out
 
 
+def decode_all(records: Sequence[Record], max_future_ms: int) -> list[Tx | Reject]:
+    """Every record's transaction or reason, the whole batch decoded at once (``schemas.decode_batch``:
+    the reference's results, record for record)."""
+    return decode_transactions([r.value for r in records], [r.timestamp for r in records], max_future_ms).outcomes()
+
+
+def admit_records(records: Sequence[Record], state: TxPartition, max_future_ms: int) -> int:
+    """Apply records of one partition to its state (a replay); returns how many were read."""
+    if records:
+        work: list[Any] = [_key_checked(r, g) for r, g in zip(records, decode_all(records, max_future_ms), strict=True)]
+        _admit_rows(list(records), work, list(range(len(records))), state)
+        state.sync()
+    return len(records)
+
+
+def admit_batch(records: list[Record], states: dict[int, TxPartition], max_future_ms: int,
+                decoded: list[Tx | Reject] | None = None) -> Admission:
+    """Admit a batch into partition state: decoded at once, each partition's valid transactions applied
+    in one go when they are plainly new (``TxPartition.admit_many``), else record by record in offset
+    order (``decoded``: the per-record reference's results, for the tests that compare both)."""
+    got = decoded if decoded is not None else decode_all(records, max_future_ms)
+    out = Admission(records=records)
+    work: list[Any] = [_key_checked(r, g) for r, g in zip(records, got, strict=True)]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        g = groups.get(r.partition)
+        if g is None:
+            g = groups[r.partition] = []
+        g.append(i)
+    for p, rows in groups.items():
+        _admit_rows(records, work, rows, states[p])
+    out.outcomes = work
+    for p in sorted({r.partition for r in records}):
+        states[p].sync()
+        out.closures.extend((p, partial) for partial in states[p].close_days())
+    return out
+
+
+def _key_checked(rec: Record, got: Tx | Reject) -> Tx | Reject:
+    if isinstance(got, Tx) and rec.key is not None and rec.key != got.customer_id.encode():
+        return Reject("key_mismatch", f"record key {rec.key[:80]!r} is not customer_id {got.customer_id!r}")
+    return got
+
+
+def _admit_rows(records: list[Record], outcomes: list[Any], rows: list[int], state: TxPartition) -> None:
+    """The records ``rows`` (of one partition, in offset order): their valid transactions become ``Admitted``."""
+    valid = [i for i in rows if isinstance(outcomes[i], Tx)]
+    if valid and all(records[i].replay_of is None for i in valid) and state.admit_many(
+            [outcomes[i] for i in valid], [records[i].offset for i in valid]):
+        for i in valid:
+            outcomes[i] = Admitted(records[i], outcomes[i], new=True)
+    else:
+        for i in valid:
+            rec = records[i]
+            before = len(state.seen)
+            r = state.admit(outcomes[i], rec.offset if rec.replay_of is None else rec.replay_of)
+            outcomes[i] = r if isinstance(r, Reject) else Admitted(rec, outcomes[i], new=len(state.seen) > before)
+    state.next_offset = records[rows[-1]].offset + 1
+
+
 def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
                  table: TerminalTable) -> npt.NDArray[np.float32]:
-    rows = np.empty((len(admitted), N_FEATURES), dtype=np.float32)
-    windows = table.windows
-    for i, a in enumerate(admitted):
-        tx = a.tx
-        state = states[a.record.partition]
-        rows[i] = online_row(tx.ts, tx.tx_id, tx.cents, state.customers[tx.customer_id], tx.terminal_id, windows)
-        state.evict_for(tx)
-    return rows
+    """The feature matrix of a batch, column by column with the trainer's arithmetic
+    (``schemas.features``: ``calendar_columns``, ``customer_columns``, ``terminal_columns``); customer
+    windows from each partition's columnar store, terminal windows from the table's memo."""
+    n = len(admitted)
+    out = np.empty((n, N_FEATURES), dtype=np.float64)
+    if n == 0:
+        return out.astype(np.float32)
+    txs = [a.tx for a in admitted]
+    ts = np.fromiter((t.ts for t in txs), np.int64, n)
+    cents = np.fromiter((t.cents for t in txs), np.int64, n)
+    out[:, :3] = calendar_columns(ts, cents)
+    c0, c1 = 3, 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    part = np.fromiter((a.record.partition for a in admitted), np.int64, n)
+    for p in np.unique(part).tolist():
+        rows = np.flatnonzero(part == p)
+        state = states[p]
+        counts, totals, slots = state.windows([txs[i] for i in rows.tolist()])
+        out[rows, c0:c1], out[rows, N_FEATURES - 1] = customer_columns(counts, totals, cents[rows])
+        state.evict_scored(slots, ts[rows])
+    wins = np.asarray([table.windows(t.terminal_id, t.ts // DAY_MS) for t in txs], dtype=np.int64)
+    out[:, c1:c1 + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(wins[:, :, 0], wins[:, :, 1])
+    return out.astype(np.float32)
 
 
 class _Timing(msgspec.Struct):

@@ -119,10 +119,11 @@ class Core:
     def admit(self, records: Sequence[Record], now: float) -> list[Closure]:
         """Queue a batch (its partitions' state must continue at it: ``recovery_needed`` is empty)."""
         adm = admit_batch(list(records), self.states, self.cfg.max_future_ms)
-        ok = {id(a.record): a for a in adm.admitted}
-        bad = {id(r): rj for r, rj in adm.dead}
-        for r in records:
-            self.pending.setdefault(r.partition, deque()).append(Pending(r, ok.get(id(r)), bad.get(id(r)), now))
+        for r, o in zip(records, adm.outcomes, strict=True):
+            q = self.pending.get(r.partition)
+            if q is None:
+                q = self.pending[r.partition] = deque()
+            q.append(Pending(r, o, None, now) if isinstance(o, Admitted) else Pending(r, None, o, now))
         return [(p, [partial for q, partial in adm.closures if q == p], self.states[p].closed_through)
                 for p in sorted({r.partition for r in records})]
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from workers.batch import Record, admit_one, replay_of
+from workers.batch import Record, admit_records, replay_of
 from workers.config import Settings
 from workers.ports import Out, SinkPort
 from workers.state import Partial, TxPartition
@@ -77,12 +77,9 @@ async def rebuild_partition(s: Settings, partition: int, upto: int) -> tuple[TxP
         await consumer.seek_to_beginning(tp)
         while (await consumer.position(tp)) < upto:
             batches = await consumer.getmany(tp, timeout_ms=500, max_records=10000)
-            for r in batches.get(tp, []):
-                if r.offset >= upto:
-                    break
-                rec = Record(partition, r.offset, r.timestamp, r.key, r.value, 0, replay_of(partition, r.headers))
-                admit_one(rec, state, s.max_future_ms)
-                replayed += 1
+            replayed += admit_records([Record(partition, r.offset, r.timestamp, r.key, r.value, 0,
+                                              replay_of(partition, r.headers))
+                                       for r in batches.get(tp, []) if r.offset < upto], state, s.max_future_ms)
             # The days these records close were published by whoever admitted them before committing
             # past them; closing them here keeps the replay's memory to the horizon (and evicts alike).
             state.close_days()

@@ -1,7 +1,7 @@
 """Partition-local online state: customers of one transactions partition, and label partials.
 
 ``TxPartition`` keeps, for one partition of the transactions topic: each customer's history
-(the shared ``schemas.features.CustomerHistory``), the tx ids seen (offset, ts) for
+(columns: ``workers.customers.CustomerStore``), the tx ids seen (offset, ts) for
 idempotency, the event-time watermark, and the per-(day, terminal) counts of distinct
 transactions for days not yet closed. A day closes when the watermark (newest ``ts`` minus the
 allowed lateness) has passed it; its counts are then published to the terminal-days topic and
@@ -25,15 +25,19 @@ Bounds (every per-key structure, and when it is dropped):
 
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
+
 from schemas.features import (
     CUSTOMER_HORIZON_MS,
     DAY_MS,
     TERMINAL_HORIZON_DAYS,
-    CustomerHistory,
     report_slot,
     slots_closed_through,
 )
 from schemas.validate import Label, Reject, Tx
+from workers.customers import CustomerStore
 
 Partial = tuple[int, dict[str, int]]  # (day, {terminal_id: count})
 LabelPartial = tuple[int, dict[str, dict[int, int]]]  # (report slot, {terminal_id: {day: change of frauds}})
@@ -54,11 +58,12 @@ class TxPartition:
     def __init__(self, partition: int, lateness_ms: int) -> None:
         self.partition = partition
         self.lateness_ms = lateness_ms
-        self.customers: dict[str, CustomerHistory] = {}
+        self.customers = CustomerStore()
+        self._new: list[Tx] = []  # admitted, not yet in the customer store (added a batch at a time)
         self.seen: dict[str, tuple[int, int]] = {}
         self.seen_days: dict[int, list[tuple[str, str]]] = {}  # event day -> (tx id, customer) first seen that day
         self.max_ts = -1
-        self.open_days: dict[int, dict[str, int]] = {}
+        self.open_days: dict[int, Counter[str]] = {}  # day -> transactions per terminal
         self.closed_through: int | None = None
         self.next_offset: int | None = None
 
@@ -76,27 +81,75 @@ class TxPartition:
             # Only after an idle close (else the check above caught it): the day's counts are final.
             return Reject("late", f"ts {tx.ts} falls on day {tx.ts // DAY_MS}, which this partition closed "
                                   f"(through day {self.closed_through}) while it was idle")
-        history = self.customers.get(tx.customer_id)
-        if history is None:
-            history = self.customers[tx.customer_id] = CustomerHistory()
-        history.add(tx.ts, tx.tx_id, tx.cents)
+        self._new.append(tx)
         self.seen[tx.tx_id] = (offset, tx.ts)
         day = tx.ts // DAY_MS
         ids = self.seen_days.get(day)
         if ids is None:
             ids = self.seen_days[day] = []
         ids.append((tx.tx_id, tx.customer_id))
-        counts = self.open_days.setdefault(day, {})
-        counts[tx.terminal_id] = counts.get(tx.terminal_id, 0) + 1
+        counts = self.open_days.get(day)
+        if counts is None:
+            counts = self.open_days[day] = Counter()
+        counts[tx.terminal_id] += 1
         if tx.ts > self.max_ts:
             self.max_ts = tx.ts
         return True
 
-    def evict_for(self, tx: Tx) -> None:
-        """After ``tx`` is scored: its customer's later transactions arrive no earlier than ``ts - lateness``,
-        so their 30-day windows never reach before this cut. (Eviction at admission would be too early:
-        a transaction may wait for terminal finality while later ones of its customer are admitted.)"""
-        self.customers[tx.customer_id].evict_before(tx.ts - CUSTOMER_HORIZON_MS - self.lateness_ms)
+    def admit_many(self, txs: list[Tx], offsets: list[int]) -> bool:
+        """Apply valid transactions in one go when none is a redelivery, a duplicate, late or of a closed
+        day — what ``admit`` would then do record by record; False (and no change) otherwise."""
+        ids = [t.tx_id for t in txs]
+        if not self.seen.keys().isdisjoint(ids) or len(set(ids)) != len(ids):
+            return False
+        ts = np.fromiter((t.ts for t in txs), np.int64, len(txs))
+        newest = np.maximum.accumulate(ts)
+        before = np.concatenate(([self.max_ts], np.maximum(newest[:-1], self.max_ts)))
+        if ((before >= 0) & (ts < before - self.lateness_ms)).any():
+            return False
+        days = ts // DAY_MS
+        if self.closed_through is not None and int(days.min()) <= self.closed_through:
+            return False
+        self.seen.update(zip(ids, zip(offsets, ts.tolist(), strict=True), strict=True))
+        self._new.extend(txs)
+        for d in np.unique(days).tolist():
+            rows = range(len(txs)) if days[0] == days[-1] == d else np.flatnonzero(days == d).tolist()
+            self.seen_days.setdefault(d, []).extend((ids[i], txs[i].customer_id) for i in rows)
+            counts = self.open_days.get(d)
+            if counts is None:
+                counts = self.open_days[d] = Counter()
+            counts.update(txs[i].terminal_id for i in rows)
+        self.max_ts = max(self.max_ts, int(newest[-1]))
+        return True
+
+    def sync(self) -> None:
+        """Add the transactions admitted since the last call to the customer store, in one go."""
+        new, self._new = self._new, []
+        if new:
+            store = self.customers
+            store.add(store.slot_of([t.customer_id for t in new]), np.fromiter((t.ts for t in new), np.int64, len(new)),
+                      np.fromiter((t.cents for t in new), np.int64, len(new)), [t.tx_id for t in new])
+
+    def history(self, customer: str) -> list[tuple[int, str]]:
+        """A customer's transactions in state, (ts, tx_id) in canonical order."""
+        self.sync()
+        return self.customers.history(customer)
+
+    def windows(self, txs: list[Tx]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """The customer windows (counts, sums of cents per window) of admitted transactions, and their slots."""
+        self.sync()
+        store = self.customers
+        slots = store.slot_of([t.customer_id for t in txs])
+        counts, totals = store.windows(slots, np.fromiter((t.ts for t in txs), np.int64, len(txs)),
+                                       [t.tx_id for t in txs])
+        return counts, totals, slots
+
+    def evict_scored(self, slots: np.ndarray, ts: np.ndarray) -> None:
+        """After these transactions are scored: their customers' later transactions arrive no earlier than
+        ``ts - lateness``, so their 30-day windows never reach before that cut. (Eviction at admission would
+        be too early: a transaction may wait for terminal finality while later ones of its customer are
+        admitted.)"""
+        self.customers.evict(slots, ts - CUSTOMER_HORIZON_MS - self.lateness_ms)
 
     def close_days(self, idle_through: int | None = None) -> list[Partial]:
         """Close the days the watermark has passed — or, for a caught-up partition that has gone
@@ -106,7 +159,7 @@ class TxPartition:
             return []
         self.closed_through = through
         done = sorted(d for d in self.open_days if d <= through)
-        return [(d, self.open_days.pop(d)) for d in done]
+        return [(d, dict(self.open_days.pop(d))) for d in done]
 
     def forget_old(self, pending_min_ts: int | None = None) -> None:
         """Forget tx ids whole days at a time once the entire day is older than the horizon (cost
@@ -115,14 +168,17 @@ class TxPartition:
         lateness behind the newest) nor one admitted and still waiting (``pending_min_ts``, the
         oldest queued), which may be days behind the newest while it waits for terminal finality."""
         cut = self._oldest_to_score(pending_min_ts) - CUSTOMER_HORIZON_MS
-        for d in [d for d in self.seen_days if d < cut // DAY_MS]:
+        old = [d for d in self.seen_days if d < cut // DAY_MS]
+        if not old:
+            return
+        self.sync()
+        customers: set[str] = set()
+        for d in old:
             for tx_id, customer in self.seen_days.pop(d):
                 del self.seen[tx_id]
-                history = self.customers.get(customer)
-                if history is not None:
-                    history.evict_before(cut)
-                    if not history.ts:
-                        del self.customers[customer]
+                customers.add(customer)
+        slots = [s for c in customers if (s := self.customers.slots.get(c)) is not None]
+        self.customers.evict(np.asarray(slots, dtype=np.int64), np.full(len(slots), cut, dtype=np.int64))
 
     def low_day(self, pending_min_ts: int | None) -> int | None:
         """The oldest event day a transaction not yet committed (``pending_min_ts``: the oldest queued) or
@@ -138,8 +194,9 @@ class TxPartition:
         return low if pending_min_ts is None else min(low, pending_min_ts)
 
     def sizes(self) -> dict[str, int]:
+        self.sync()
         return {"customers": len(self.customers), "seen_tx_ids": len(self.seen),
-                "customer_transactions": sum(len(h.ts) for h in self.customers.values()),
+                "customer_transactions": self.customers.entries(),
                 "open_days": len(self.open_days)}
 
 
