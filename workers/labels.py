@@ -41,6 +41,8 @@ from workers.stats import StatsWindow
 from workers.terminals import LAB, LABWM, TerminalTable
 
 log = logging.getLogger("fraudstream.worker")
+LABEL_FETCH_MIN_BYTES = 64 * 1024
+LABEL_FETCH_WAIT_MS = 100
 Clock = Callable[[], int | None]  # the stream's event-time clock (ms), None while unknown
 
 
@@ -59,7 +61,10 @@ class LabelAggregator:
         s = self.s
         self.consumer = AIOKafkaConsumer(s.topics.labels, bootstrap_servers=s.bootstrap, **s.auth.aiokafka(),
                                          group_id=f"{s.group_id}-labels", enable_auto_commit=False,
-                                         auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels")
+                                         auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels",
+                                         # Labels may take a moment (their lateness is minutes): the broker
+                                         # holds a fetch for 64 KiB or 100 ms instead of answering per record.
+                                         fetch_min_bytes=LABEL_FETCH_MIN_BYTES, fetch_max_wait_ms=LABEL_FETCH_WAIT_MS)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="label-aggregator")
 

@@ -16,6 +16,8 @@ LATENCY_COLUMNS = [("load", "offered load", ".0%"), ("offered_tx_per_s", "offere
                    ("p95", "p95 ms", ".0f"), ("p99", "p99 ms", ".0f"), ("max", "max ms", ".0f")]
 STAGE_COLUMNS = [("load", "offered load", ".0%"), ("to_worker", "to worker", ""), ("in_worker", "in worker", ""),
                  ("publish", "publish", "")]
+CPU_COLUMNS = [("what", "workers", ""), ("cpu_us_per_tx", "CPU µs per tx (drain)", ".1f"),
+               ("idle_cpu", "idle CPU per worker (% of a core)", ".1%")]
 SWEEP_COLUMNS = [("batch_size", "batch size", ""), ("max_wait_ms", "max wait ms", "g"), ("tx_per_s", "tx/s", ",.0f")]
 
 
@@ -38,6 +40,10 @@ def markdown(report: dict[str, Any]) -> str:
                   markdown_table(rows, THROUGHPUT_COLUMNS), ""]
         if 1 in workers and 2 in workers:
             parts += [f"2 workers / 1 worker: {workers[2] / workers[1]:.2f}", ""]
+        cpu = [{"what": f"x{k[-1]}", **v} for k, v in d.items() if k.startswith("worker") and "cpu_us_per_tx" in v]
+        if cpu:
+            parts += ["Worker CPU (user + system of the worker processes / transactions scored, labels included; "
+                      "idle: the workers joined, before any input):", "", markdown_table(cpu, CPU_COLUMNS), ""]
     if "latency" in report:
         lat = report["latency"]
         parts += ["Latency, output record ts - input record ts, per offered load (% of worker x1 drain), in live "

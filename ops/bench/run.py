@@ -37,6 +37,7 @@ from ops.loadgen.send import send
 from trainer.simulate import History, Labels
 
 PARTITIONS = 4
+IDLE_S = 3.0  # a drain's workers are watched idle this long (joined, no input) before the input is sent
 
 
 def log(msg: str) -> None:
@@ -132,14 +133,22 @@ def worker_drain(ctx: Context, procs: int, batch_size: int = 1000, max_wait_ms: 
     try:
         if not ws.wait_assigned(60):
             raise RuntimeError(f"{name}: the workers did not all get partitions:\n{ws.tail()}")
+        cpu0, t0 = ws.cpu_seconds(), time.monotonic()
+        time.sleep(IDLE_S)
+        cpu1 = ws.cpu_seconds()
+        idle = (cpu1 - cpu0) / (time.monotonic() - t0) / procs
         send(ctx.bootstrap, tx, lab, events(ctx.history, ctx.labels, 0, ctx.n), Schedule())
         got = kafka_io.wait_count(ctx.bootstrap, ws.scores_topic, ctx.n, timeout_s, ws.alive)
+        busy = ws.cpu_seconds() - cpu1
         if got < ctx.n:
             log(f"{name}: only {got}/{ctx.n} scores; worker log tail:\n{ws.tail()}")
     finally:
         ws.stop()
     d = _drained(ctx, name, ws.scores_topic, ctx.n)
-    d.extra.update(procs=procs, batch_size=batch_size, max_wait_ms=max_wait_ms)
+    d.extra.update(procs=procs, batch_size=batch_size, max_wait_ms=max_wait_ms, idle_cpu=idle,
+                   cpu_us_per_tx=busy / max(got, 1) * 1e6)
+    log(f"{name}: worker CPU {d.extra['cpu_us_per_tx']:.1f} us per transaction (labels included), idle "
+        f"{idle:.1%} of a core each")
     return d
 
 

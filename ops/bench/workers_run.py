@@ -34,6 +34,15 @@ def die_with_parent(argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv[1:]]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc; NaN elsewhere or once it is gone)."""
+    try:
+        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 @functools.cache
 def worker_supports(option: str) -> bool:
     """Whether ``python -m workers`` has ``option`` (read from its parser, without starting a worker)."""
@@ -98,6 +107,10 @@ class WorkerSet:
                 self.procs.append(subprocess.Popen(die_with_parent(argv) if self.die_with_parent else argv,
                                                    stdout=log, stderr=subprocess.STDOUT,
                                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of all the workers so far."""
+        return sum(cpu_seconds(p.pid) for p in self.procs)
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)

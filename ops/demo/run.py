@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import orjson
 from ops.bench import kafka_io
 from ops.bench.run import stage_latencies
 from ops.bench.stats import join_latency, percentiles
-from ops.bench.workers_run import WorkerSet, die_with_parent, terminate
+from ops.bench.workers_run import WorkerSet, cpu_seconds, die_with_parent, terminate
 from ops.demo.report import Output, dead_letters, series, summarize, worker_facts, write
 from ops.loadgen.live import first_index_of_day
 from schemas.bundle import Bundle, load_bundle
@@ -384,15 +383,6 @@ class Demo:
             except Exception as exc:
                 log(f"stopping the broker failed: {exc}")
         log(f"logs: {self.logs}" + "".join(f"\n[demo]   {p}" for p in self.log_files()))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc; NaN elsewhere or once it is gone)."""
-    try:
-        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 def _output(ts: int, m: dict[str, Any]) -> Output:
