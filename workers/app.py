@@ -71,9 +71,9 @@ class Worker:
                  metrics_socket: socket.socket | None) -> None:
         self.s, self.bundle, self.scorer = s, bundle, scorer
         self.table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
-        self.publisher = Publisher(s)
-        self.reader = TableReader(s, self.table)
         self.metrics = Metrics()
+        self.publisher = Publisher(s, self.metrics)
+        self.reader = TableReader(s, self.table)
         self.metrics.set_model(bundle.model_version,
                                str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
                                scorer.provider, str(getattr(scorer, "graph", "tree")))

@@ -121,6 +121,11 @@ class Metrics:
         self.labels_restamped = Counter("fraudstream_labels_late_restamped", "labels that arrived after their report "
                                         "slot had closed (later than --label-lateness-ms): counted from the next slot",
                                         registry=r)
+        self.refused = Counter("fraudstream_outputs_refused", "outputs the broker refused for good (not retriable: "
+                               "authorization, record too large ...), by topic; the worker then stops", ["topic"],
+                               registry=r)
+        self.stubs = Counter("fraudstream_dead_letter_stubs", "dead letters the broker refused for good, replaced by a "
+                             "stub (key and dead-letter headers, empty value)", registry=r)
         self.state = Gauge("fraudstream_state_entries", "entries in each per-key state structure of the worker",
                            ["structure"], registry=r)
         self._lag_partitions: set[int] = set()

@@ -24,6 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from workers.config import Settings
 from workers.errors import OutputRefused, PublishInterrupted, retriable
+from workers.metrics import Metrics
 from workers.ports import Out
 
 log = logging.getLogger("fraudstream.worker")
@@ -51,8 +52,9 @@ def interrupted(pending: list[Out], acked_at: list[int], last: BaseException | N
 
 
 class Publisher:
-    def __init__(self, s: Settings) -> None:
+    def __init__(self, s: Settings, metrics: Metrics | None = None) -> None:
         self.s = s
+        self.metrics = metrics
         self.partitioner = DefaultPartitioner()
         self.stubs = 0  # dead letters replaced by a stub
         self._interrupted = asyncio.Event()
@@ -92,7 +94,7 @@ class Publisher:
                 waits = await self._send_batches(pending, todo, alone)
             except KafkaError as exc:  # no metadata for a topic (deleted, unreachable broker)
                 if not retriable(exc):
-                    raise OutputRefused(pending[todo[0]][0], exc, len(todo)) from exc
+                    raise self._refusal(pending[todo[0]][0], exc, len(todo)) from exc
                 waits, retry, last = [], todo, exc
             for members, fut in waits:
                 try:
@@ -123,12 +125,20 @@ class Publisher:
         topic, _, value, headers = pending[i]
         is_stub = any(k == STUB_HEADER for k, _ in headers or [])
         if topic != self.s.topics.dlq or is_stub:
-            raise OutputRefused(topic, exc)
+            raise self._refusal(topic, exc)
         log.error("the dead-letter topic %s refused a dead letter of %d bytes (%r): writing a stub in its place "
                   "(the original stays in its source topic)", topic, len(value or b""), exc)
         pending[i] = stub(pending[i], exc)
         self.stubs += 1
+        if self.metrics is not None:
+            self.metrics.stubs.inc()
         return [i]
+
+    def _refusal(self, topic: str, exc: BaseException, n: int = 1) -> OutputRefused:
+        """The error that stops the worker for an output refused for good, counted by topic."""
+        if self.metrics is not None:
+            self.metrics.refused.labels(topic).inc(n)
+        return OutputRefused(topic, exc, n)
 
     async def _acknowledged(self, fut: Any, pending: list[Out], acked_at: list[int]) -> None:
         """Await a delivery future. With idempotence the producer retries retriable errors itself, for

@@ -14,6 +14,7 @@ import pytest
 
 from workers.config import parse
 from workers.errors import OutputRefused, PublishInterrupted
+from workers.metrics import Metrics
 from workers.ports import Out
 from workers.publish import STUB_HEADER, Publisher
 
@@ -58,7 +59,7 @@ class FakeProducer:
 
 
 def publisher(tmp_path: Path, refuse: Refuse, capacity: int = 100) -> tuple[Publisher, FakeProducer]:
-    pub = Publisher(parse(["--retry-backoff-ms", "1", "--data-dir", str(tmp_path), "--topic-dlq", "dlq"]))
+    pub = Publisher(parse(["--retry-backoff-ms", "1", "--data-dir", str(tmp_path), "--topic-dlq", "dlq"]), Metrics())
     pub.producer = FakeProducer(refuse, capacity)  # type: ignore[assignment]
     return pub, pub.producer  # type: ignore[return-value]
 
@@ -113,6 +114,10 @@ def test_a_refused_stub_stops_the_worker_rather_than_loop(tmp_path: Path) -> Non
     with pytest.raises(OutputRefused, match="topic 'dlq'"):
         send(pub, [dead_letter(b"v")])
     assert len(prod.sent) == 2 and pub.stubs == 1  # the original, then its stub
+    assert pub.metrics is not None
+    text = pub.metrics.exposition().decode()
+    assert 'fraudstream_outputs_refused_total{topic="dlq"} 1.0' in text
+    assert "fraudstream_dead_letter_stubs_total 1.0" in text
 
 
 def test_a_non_retriable_metadata_error_stops_naming_the_topic(tmp_path: Path) -> None:
