@@ -181,7 +181,7 @@ def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
                  table: TerminalTable) -> npt.NDArray[np.float32]:
     """The feature matrix of a batch, column by column with the trainer's arithmetic
     (``schemas.features``: ``calendar_columns``, ``customer_columns``, ``terminal_columns``); customer
-    windows from each partition's columnar store, terminal windows from the table's memo."""
+    windows from each partition's columnar store, terminal windows from the table's columnar cells."""
     n = len(admitted)
     out = np.empty((n, N_FEATURES), dtype=np.float64)
     if n == 0:
@@ -198,8 +198,8 @@ def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
         counts, totals, slots = state.windows([txs[i] for i in rows.tolist()])
         out[rows, c0:c1], out[rows, N_FEATURES - 1] = customer_columns(counts, totals, cents[rows])
         state.evict_scored(slots, ts[rows])
-    wins = np.asarray([table.windows(t.terminal_id, t.ts // DAY_MS) for t in txs], dtype=np.int64)
-    out[:, c1:c1 + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(wins[:, :, 0], wins[:, :, 1])
+    tcounts, tfrauds = table.windows_many([t.terminal_id for t in txs], ts // DAY_MS)
+    out[:, c1:c1 + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(tcounts, tfrauds)
     return out.astype(np.float32)
 
 

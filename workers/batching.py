@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIN_CAP = 16
+QUIET_FETCH_WAIT_MS = 500  # aiokafka's default: an idle consumer's fetch requests, two a second
+QUIET_AFTER_S = 1.0        # no record for this long: back to the quiet fetch settings
 RECORD_BYTES = 128   # about a transaction record on the wire: what the broker-side wait is sized by
 _SMOOTHING = 0.2   # weight of the newest batch in the moving estimate of the processing time
 
@@ -51,9 +53,13 @@ class BatchPolicy:
         """How long one fetch waits for records when none have arrived yet."""
         return self.max_wait_ms if not self.adaptive else max(min(self.target_ms / 2, self.max_wait_ms), 1.0)
 
-    def fetch_options(self) -> dict[str, int]:
-        """The consumer's fetch settings: the broker holds a fetch until about a batch's bytes arrived or
-        the wait passed, so that a light load costs one fetch request per wait rather than per record."""
+    def fetch_options(self, busy: bool) -> dict[str, int]:
+        """The consumer's fetch settings. Busy (records arrived lately): the broker holds a fetch until about
+        a batch's bytes arrived or the wait passed, so that a light load costs a fetch request per wait
+        rather than per record. Quiet: it answers as soon as anything arrives, else after half a second,
+        so that an idle worker costs two fetch requests a second, not one per wait."""
+        if not busy:
+            return {"fetch_max_wait_ms": QUIET_FETCH_WAIT_MS, "fetch_min_bytes": 1}
         wait = self.max_wait_ms if not self.adaptive else self.target_ms / 4
         return {"fetch_max_wait_ms": max(int(wait), 1), "fetch_min_bytes": min(self.batch_size * RECORD_BYTES, 1 << 20)}
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from workers.batch import Record, replay_of
-from workers.batching import BatchPolicy
+from workers.batching import QUIET_AFTER_S, BatchPolicy
 from workers.config import Settings
 from workers.runner import InFlight, Runner
 from workers.services import publish_lows
@@ -31,6 +31,7 @@ log = logging.getLogger("fraudstream.worker")
 # Flushed batches whose acknowledgements may be awaited at once: the next batch is fetched, admitted
 # and scored meanwhile; beyond this the oldest is waited for (bounded memory, bounded redelivery).
 MAX_IN_FLIGHT = 4
+QUIET_POLL_MS = 100  # a quiet consumer's loop: ten turns a second
 
 
 class DirectConsumer:
@@ -47,6 +48,8 @@ class DirectConsumer:
         self.to_commit: dict[int, int] = {}      # partition -> acknowledged offset not yet committed
         self.commit_due = 0.0
         self.policy = BatchPolicy(s.batch_size, s.max_wait_ms, s.latency_target_ms)
+        self.busy = False        # the fetch settings in use (``_tune_fetch``)
+        self.last_fetch = 0.0    # monotonic time records last came
 
     def assigned(self) -> set[int]:
         if self.consumer is None:
@@ -71,7 +74,7 @@ class DirectConsumer:
             enable_auto_commit=False, auto_offset_reset=s.auto_offset_reset, max_poll_records=s.batch_size,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=max(int(s.session_timeout_s * 250), 500),
-            **self.policy.fetch_options())
+            **self.policy.fetch_options(busy=False))
         await self.consumer.start()
         self.consumer.subscribe([s.topics.transactions], listener=_Listener(self))
 
@@ -167,7 +170,8 @@ class DirectConsumer:
         cap = policy.max_records()
         records: list[Record] = []
         fetched: set[int] = set()
-        wait_ms = policy.fetch_wait_ms()
+        # Quiet: getmany still returns as soon as records come; the timeout only paces this loop's housekeeping.
+        wait_ms = policy.fetch_wait_ms() if self.busy else QUIET_POLL_MS
         deadline = None
         while True:
             batches = await self.consumer.getmany(timeout_ms=max(int(wait_ms), 0), max_records=cap - len(records))
@@ -176,6 +180,7 @@ class DirectConsumer:
                                replay_of(r.partition, r.headers))
                         for rs in batches.values() for r in rs]
             fetched.update(tp.partition for tp in batches)
+            self._tune_fetch(bool(batches))
             if not records or len(records) >= cap or not policy.adaptive or self.stopping.is_set():
                 return records, fetched
             if deadline is None:
@@ -183,6 +188,20 @@ class DirectConsumer:
             wait_ms = (deadline - time.monotonic()) * 1000
             if wait_ms <= 0:
                 return records, fetched
+
+    def _tune_fetch(self, got: bool) -> None:
+        """Busy or quiet fetch settings (``BatchPolicy.fetch_options``), set on aiokafka's fetcher, which reads
+        them for every fetch request it builds (private attributes: left alone if this aiokafka lacks them)."""
+        now = time.monotonic()
+        if got:
+            self.last_fetch = now
+        busy = now - self.last_fetch < QUIET_AFTER_S
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if busy == self.busy or fetcher is None or not hasattr(fetcher, "_fetch_min_bytes"):
+            return
+        self.busy = busy
+        opts = self.policy.fetch_options(busy)
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = opts["fetch_min_bytes"], opts["fetch_max_wait_ms"]
 
     async def close_idle(self, assigned: set[int], fetched: set[int]) -> None:
         """Partitions caught up (position at the high watermark) and without a record for --idle-ms

@@ -21,7 +21,8 @@ scheduling.
 Bound: with ``L`` the oldest ``txlow`` of all transactions partitions, no transaction still to be
 scored — after a kill -9 too, since ``txlow`` is published after the commit — reads a day before
 ``L - 37``: cells, record partials and keys below that floor are dropped (the owners of the
-partitions then tombstone those keys). Memory: terminals x 38 days x ~100 bytes.
+partitions then tombstone those keys). The cells are columns (``workers.cells``): terminals x days x
+16 bytes.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
-from schemas.features import FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS, Cell, nested_windows
+from schemas.features import FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS
+from workers.cells import Cells
 
 TX, TXWM, TXLOW, LAB, LABWM = "tx", "txwm", "txlow", "lbl", "lblwm"
 _MARKS = (TXWM, TXLOW, LABWM)
-MEMO_DAYS = 3  # transaction days whose terminal windows are memoised (a live stream scores one or two at a time)
 
 
 def partial_key(kind: str, partition: int, index: int) -> bytes:
@@ -59,11 +62,9 @@ class TerminalTable:
         self._partials: dict[tuple[str, int, int], dict[str, Any]] = {}
         self.marks: dict[str, dict[int, int]] = {k: {} for k in _MARKS}
         self.tx_wm, self.tx_low, self.label_wm = self.marks[TXWM], self.marks[TXLOW], self.marks[LABWM]
-        self._days: dict[str, dict[int, Cell]] = {}
-        self._by_day: dict[int, set[str]] = {}
+        self.cells = Cells()
         self.floor: int | None = None
         self.stale: set[tuple[str, int, int]] = set()  # keys dropped below the floor, to tombstone
-        self._memo: dict[int, dict[str, list[tuple[int, int]]]] = {}  # day -> terminal -> windows (see windows)
         self.on_mark: Callable[[], None] | None = None  # called when a watermark moves: finality may advance
 
     def apply(self, key: bytes, value: bytes | None) -> None:
@@ -111,29 +112,9 @@ class TerminalTable:
     def _add(self, ident: tuple[str, int, int], partial: dict[str, Any], sign: int) -> None:
         kind, _, index = ident
         if kind == TX:
-            for terminal, n in partial.items():
-                self._cell(terminal, index)[0] += sign * n
-            return
-        for terminal, per_day in partial.items():
-            for day, change in per_day.items():
-                cell = self._cell(terminal, int(day))
-                deltas = cell[1] if cell[1] is not None else {}
-                left = deltas.get(index, 0) + sign * change
-                if left:
-                    deltas[index] = left
-                else:
-                    deltas.pop(index, None)
-                cell[1] = deltas or None
-
-    def _cell(self, terminal: str, day: int) -> Cell:
-        cells = self._days.get(terminal)
-        if cells is None:
-            cells = self._days[terminal] = {}
-        cell = cells.get(day)
-        if cell is None:
-            cell = cells[day] = [0, None]
-            self._by_day.setdefault(day, set()).add(terminal)
-        return cell
+            self.cells.add_transactions(index, partial, sign)
+        else:
+            self.cells.add_frauds(index, partial, sign)
 
     def _trim(self) -> None:
         """Drop what no transaction still to be scored can read: days before the floor."""
@@ -143,12 +124,10 @@ class TerminalTable:
         if self.floor is not None and floor <= self.floor:
             return
         self.floor = floor
-        for day in [d for d in self._by_day if d < floor]:
-            for terminal in self._by_day.pop(day):
-                cells = self._days[terminal]
-                cells.pop(day, None)
-                if not cells:
-                    del self._days[terminal]
+        # No transaction still to be scored is on a day before the oldest low: report slots up to it are
+        # counted by every read from now on.
+        self.cells.drop_slots_through(floor + TERMINAL_HORIZON_DAYS + 1)
+        self.cells.drop_days_before(floor)
         for ident, partial in list(self._partials.items()):
             # A label slot's changes are of earlier days (a slot comes after its labels' days).
             if ident[2] < floor:
@@ -181,20 +160,14 @@ class TerminalTable:
         return min(tx + FEEDBACK_DELAY_DAYS + 1, lab)
 
     def windows(self, terminal_id: str, d: int) -> list[tuple[int, int]]:
-        """(transactions, frauds) of each terminal window of a transaction on day ``d`` (asked of ready days
-        only). Memoised per (day, terminal): the cells a ready day reads are final, so its windows never
-        change; the memo keeps the newest ``MEMO_DAYS`` days asked."""
-        memo = self._memo.get(d)
-        if memo is None:
-            memo = self._memo[d] = {}
-            for old in sorted(self._memo)[:-MEMO_DAYS]:
-                del self._memo[old]
-        wins = memo.get(terminal_id)
-        if wins is None:
-            wins = memo[terminal_id] = nested_windows(self._days.get(terminal_id), d)
-        return wins
+        """(transactions, frauds) of each terminal window of a transaction on day ``d`` (asked of ready days only)."""
+        counts, frauds = self.cells.windows([terminal_id], np.asarray([d], dtype=np.int64))
+        return list(zip(counts[0].tolist(), frauds[0].tolist(), strict=True))
+
+    def windows_many(self, terminals: list[str], days: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64],
+                                                                                     npt.NDArray[np.int64]]:
+        """[n, windows] transactions and frauds of a batch's terminal windows (ready days only)."""
+        return self.cells.windows(terminals, days)
 
     def sizes(self) -> dict[str, int]:
-        return {"terminals": len(self._days), "terminal_days": sum(len(t) for t in self._by_day.values()),
-                "terminal_records": len(self._partials),
-                "terminal_windows_memo": sum(len(m) for m in self._memo.values())}
+        return {**self.cells.sizes(), "terminal_records": len(self._partials)}

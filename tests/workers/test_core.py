@@ -137,3 +137,11 @@ def test_adaptive_policy_fills_within_the_target_and_shrinks_when_over_it() -> N
     for _ in range(10):
         p.observe(p.max_records(), service_ms=1.0, in_worker_ms=2.0)
     assert p.max_records() == 1000
+
+
+def test_fetches_wait_for_a_batch_when_busy_and_answer_at_once_when_quiet() -> None:
+    fixed = BatchPolicy(batch_size=1000, max_wait_ms=5.0)
+    assert fixed.fetch_options(busy=True) == {"fetch_max_wait_ms": 5, "fetch_min_bytes": 128_000}
+    assert fixed.fetch_options(busy=False) == {"fetch_max_wait_ms": 500, "fetch_min_bytes": 1}
+    adaptive = BatchPolicy(batch_size=100_000, max_wait_ms=5.0, target_ms=20.0)
+    assert adaptive.fetch_options(busy=True) == {"fetch_max_wait_ms": 5, "fetch_min_bytes": 1 << 20}
