@@ -107,6 +107,7 @@ class CustomerStore:
         """Add new transactions (none already in state), in any order."""
         if not len(slots):
             return
+        self._maybe_compact()  # before the blocks' room is checked: compaction changes every block's room
         order = np.lexsort((np.asarray(tx_ids, dtype=object), ts, slots))
         slots, ts, cents = slots[order], ts[order], cents[order]
         ids = [tx_ids[i] for i in order.tolist()]
@@ -168,8 +169,8 @@ class CustomerStore:
         self.live += 1
 
     def _move(self, s: int, need: int) -> None:
-        """Give slot ``s`` a block with room for ``need`` entries (twice that), at the end of the arrays."""
-        self._maybe_compact()
+        """Give slot ``s`` a block with room for ``need`` entries (twice that), at the end of the arrays. Never
+        compacts: a caller may hold positions of other blocks (``add`` compacts before it plans)."""
         h, n = int(self.head[s]), int(self.length[s])
         cap = max(2 * need, _MIN_CAPACITY)
         at = self._alloc(cap)

@@ -51,7 +51,8 @@ NAMES = (
     "fraudstream_inference_seconds", "fraudstream_consumer_lag", "fraudstream_assigned_partitions",
     "fraudstream_stalled_partitions", "fraudstream_ready", "fraudstream_model_info",
     "fraudstream_labels_consumed_total", "fraudstream_label_dead_letters_total",
-    "fraudstream_labels_late_restamped_total", "fraudstream_state_entries",
+    "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
+    "fraudstream_dead_letter_stubs_total",
 )
 
 

@@ -96,3 +96,31 @@ def test_a_long_stream_moves_compacts_and_reuses_slots() -> None:
     assert store.entries() == sum(len(h.ts) for h in ref.values())
     assert len(store.names) < 500  # freed slots were reused
     assert compactions > 0 and store._end <= 4 * store._reserved + 256
+
+
+def test_a_compaction_never_leaves_a_block_without_room_for_its_batch() -> None:
+    # Few customers, many transactions each per batch, churn: blocks grow by more than their length at once
+    # right when the arrays get compacted (compaction changes every block's room).
+    rng = np.random.default_rng(11)
+    store, ref = CustomerStore(), {}
+    store.compact_min = 0
+    clock = T0
+    for b in range(200):
+        cohort = b // 20
+        customers = [f"c{cohort}-{int(c)}" for c in rng.integers(0, int(rng.integers(1, 8)), 60)]
+        clock += DAY_MS // 3
+        ts = clock + np.arange(60, dtype=np.int64)
+        ids = [f"t{b}-{i}" for i in range(60)]
+        cents = rng.integers(1, 1000, 60).astype(np.int64)
+        store.add(store.slot_of(customers), ts, cents, ids)
+        for c, t, x, a in zip(customers, ts.tolist(), ids, cents.tolist(), strict=True):
+            ref.setdefault(c, CustomerHistory()).add(t, x, a)
+        counts, totals = store.windows(store.slot_of(customers), ts, ids)
+        for i, (c, t, x) in enumerate(zip(customers, ts.tolist(), ids, strict=True)):
+            assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == ref[c].windows(t, x)
+        cut = clock - int(rng.integers(0, 2 * DAY_MS))
+        everyone = sorted(store.slots)
+        for c in store.evict(store.slot_of(everyone), np.full(len(everyone), cut, np.int64)):
+            del ref[c]
+        for h in ref.values():
+            h.evict_before(cut)
