@@ -72,6 +72,8 @@ class Worker:
         self.s, self.bundle, self.scorer = s, bundle, scorer
         self.table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
         self.metrics = Metrics()
+        t = s.topics
+        self.metrics.set_output_topics([t.scores, t.flags, t.dlq, t.stats, t.terminal_days])
         self.publisher = Publisher(s, self.metrics)
         self.reader = TableReader(s, self.table)
         self.metrics.set_model(bundle.model_version,

@@ -160,6 +160,11 @@ class Metrics:
 
     # --- state, set now and then ----------------------------------------------------------------
 
+    def set_output_topics(self, topics: list[str]) -> None:
+        """Every output topic's refusal series from 0, so that rate() and alerts see the first one."""
+        for topic in topics:
+            self.refused.labels(topic)
+
     def set_model(self, model_version: str, feature_version: str, provider: str, graph: str) -> None:
         self.model_info.clear()
         self.model_info.labels(model_version, feature_version, provider, graph).set(1)
