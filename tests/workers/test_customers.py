@@ -5,6 +5,7 @@ within the lateness, eviction, freed and reused slots and compaction."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,26 @@ def test_store_windows_equal_the_reference(events: list[tuple[int, int, int, int
     assert set(store.slots) == set(ref)
 
 
+def add_and_compare(store: CustomerStore, ref: dict[str, CustomerHistory], customers: list[str],
+                    ts: npt.NDArray[np.int64], cents: npt.NDArray[np.int64], ids: list[str]) -> None:
+    """Add a batch to both, then every row's windows must agree."""
+    store.add(store.slot_of(customers), ts, cents, ids)
+    for c, t, x, a in zip(customers, ts.tolist(), ids, cents.tolist(), strict=True):
+        ref.setdefault(c, CustomerHistory()).add(t, x, a)
+    counts, totals = store.windows(store.slot_of(customers), ts, ids)
+    for i, (c, t, x) in enumerate(zip(customers, ts.tolist(), ids, strict=True)):
+        assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == ref[c].windows(t, x)
+
+
+def evict_both(store: CustomerStore, ref: dict[str, CustomerHistory], cut: int) -> None:
+    """Evict everyone before ``cut``; the customers the store forgets are the ones the reference emptied."""
+    everyone = sorted(store.slots)
+    for c in store.evict(store.slot_of(everyone), np.full(len(everyone), cut, np.int64)):
+        del ref[c]
+    for h in ref.values():
+        h.evict_before(cut)
+
+
 def test_a_long_stream_moves_compacts_and_reuses_slots() -> None:
     rng = np.random.default_rng(3)
     store, ref = CustomerStore(), {}
@@ -79,18 +100,9 @@ def test_a_long_stream_moves_compacts_and_reuses_slots() -> None:
         ts = clock + rng.integers(-50_000, 0, n).astype(np.int64)
         cents = rng.integers(1, 10_000, n).astype(np.int64)
         ids = [f"t{b}-{i}" for i in range(n)]
-        store.add(store.slot_of(customers), ts, cents, ids)
-        for c, t, x, a in zip(customers, ts.tolist(), ids, cents.tolist(), strict=True):
-            ref.setdefault(c, CustomerHistory()).add(t, x, a)
-        counts, totals = store.windows(store.slot_of(customers), ts, ids)
-        for i, (c, t, x) in enumerate(zip(customers, ts.tolist(), ids, strict=True)):
-            assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == ref[c].windows(t, x)
+        add_and_compare(store, ref, customers, ts, cents, ids)
         cut = clock - 31 * DAY_MS
-        everyone = sorted(store.slots)
-        for c in store.evict(store.slot_of(everyone), np.full(len(everyone), cut, np.int64)):
-            del ref[c]
-        for h in ref.values():
-            h.evict_before(cut)
+        evict_both(store, ref, cut)
         assert all(h.ts for h in ref.values())
     assert set(store.slots) == set(ref)
     assert store.entries() == sum(len(h.ts) for h in ref.values())
@@ -112,15 +124,6 @@ def test_a_compaction_never_leaves_a_block_without_room_for_its_batch() -> None:
         ts = clock + np.arange(60, dtype=np.int64)
         ids = [f"t{b}-{i}" for i in range(60)]
         cents = rng.integers(1, 1000, 60).astype(np.int64)
-        store.add(store.slot_of(customers), ts, cents, ids)
-        for c, t, x, a in zip(customers, ts.tolist(), ids, cents.tolist(), strict=True):
-            ref.setdefault(c, CustomerHistory()).add(t, x, a)
-        counts, totals = store.windows(store.slot_of(customers), ts, ids)
-        for i, (c, t, x) in enumerate(zip(customers, ts.tolist(), ids, strict=True)):
-            assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == ref[c].windows(t, x)
+        add_and_compare(store, ref, customers, ts, cents, ids)
         cut = clock - int(rng.integers(0, 2 * DAY_MS))
-        everyone = sorted(store.slots)
-        for c in store.evict(store.slot_of(everyone), np.full(len(everyone), cut, np.int64)):
-            del ref[c]
-        for h in ref.values():
-            h.evict_before(cut)
+        evict_both(store, ref, cut)
