@@ -34,6 +34,10 @@ IDLE_MS = 60_000
 # wait for the next one: a chunk is done when everything before these many days from its end is.
 SETTLE_DAYS = 2
 RSS = "rss_mib"  # the name flat() and growing() give resident memory beside the state structures
+# The worker publishes its partitions' ``txlow`` marks (which move the terminal table's floor) after each
+# commit, at most this often: a sample waits one interval past the chunk's scores, or a chunk scored in
+# under a second would be sampled with the floor of the one before it.
+COMMIT_MS = 1000
 
 
 @dataclass
@@ -189,7 +193,7 @@ def soak(ws: WorkerSet, h: History, lab: Labels, chunk_days: int = 30, kill_afte
     out = Soak()
     t0 = time.monotonic()
     ws.stats_interval_s = 1.0
-    ws.extra_args = [*ws.extra_args, "--idle-ms", str(IDLE_MS)]
+    ws.extra_args = [*ws.extra_args, "--idle-ms", str(IDLE_MS), "--commit-interval-ms", str(COMMIT_MS)]
     ws.start(1)
     if not ws.wait_ready(120):
         raise RuntimeError(f"the worker did not start:\n{ws.tail()}")
@@ -209,7 +213,8 @@ def soak(ws: WorkerSet, h: History, lab: Labels, chunk_days: int = 30, kill_afte
             got = sc.wait(need, timeout_s, alive=ws.alive)
             if got < need:
                 raise RuntimeError(f"day {end}: {got} of {need} transactions scored after {timeout_s}s\n{ws.tail()}")
-            state = stats.after(int(time.time() * 1000))  # waits for a stats tick: the gauges are as fresh
+            # A stats tick after the commit that follows these scores: the gauges are as fresh as the floor.
+            state = stats.after(int(time.time() * 1000) + COMMIT_MS + 500)
             if ws.metrics_ports and ws.metrics_ports[0]:
                 state = metrics_state(ws.metrics_ports[0])
             pid = ws.procs[0].pid
