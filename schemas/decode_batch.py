@@ -34,7 +34,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.messages import AMOUNT_MAX, ID_MAX_LEN, MAX_MESSAGE_BYTES, TS_MAX_MS, TS_MIN_MS
+from schemas.messages import ID_MAX_LEN, MAX_MESSAGE_BYTES
+from schemas.rules import amount_cents, id_chars_ok, ts_ok
 from schemas.validate import Label, Reject, Tx, decode_label, decode_transaction
 
 Ints = npt.NDArray[np.int64]
@@ -43,7 +44,6 @@ _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_LEN)]
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # what orjson also reads as an int, and int64 holds
 _SENTINEL: Literal["#"] = "#"
 _SEP = b',"#",'
-_SAFE_FUTURE = 2**62  # |max_future_ms| below this: ts - max_future_ms cannot overflow int64
 
 
 class _TxRow(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -227,8 +227,8 @@ def _tx_columns(rows: list[_TxRow], now: Ints, max_future_ms: int) -> tuple[Strs
     """The structs as columns, and which rows pass every check of ``check_transaction``."""
     strs = [r.tx_id for r in rows], [r.customer_id for r in rows], [r.terminal_id for r in rows]
     ts = np.fromiter([r.ts for r in rows], dtype=np.int64, count=len(rows))
-    cents, amount_ok = _cents(np.fromiter([r.amount for r in rows], dtype=np.float64, count=len(rows)))
-    return strs, (ts, cents), _ids_ok(strs) & _ts_ok(ts, now, max_future_ms) & amount_ok
+    cents, amount_ok = amount_cents(np.fromiter([r.amount for r in rows], dtype=np.float64, count=len(rows)))
+    return strs, (ts, cents), _ids_ok(strs) & ts_ok(ts, now, max_future_ms) & amount_ok
 
 
 def _label_columns(rows: list[_LabelRow], now: Ints, max_future_ms: int) -> tuple[Strs, tuple[Ints, ...], Mask]:
@@ -237,7 +237,7 @@ def _label_columns(rows: list[_LabelRow], now: Ints, max_future_ms: int) -> tupl
     ts = np.fromiter([r.ts for r in rows], dtype=np.int64, count=len(rows))
     fraud = np.fromiter([r.is_fraud for r in rows], dtype=np.int64, count=len(rows))
     rep = np.fromiter([r.reported_at for r in rows], dtype=np.int64, count=len(rows))
-    ok = _ids_ok(strs) & _ts_ok(ts, now, max_future_ms) & _ts_ok(rep, now, max_future_ms)
+    ok = _ids_ok(strs) & ts_ok(ts, now, max_future_ms) & ts_ok(rep, now, max_future_ms)
     return strs, (ts, fraud, rep), ok & ((fraud == 0) | (fraud == 1)) & (rep >= ts)
 
 
@@ -258,37 +258,9 @@ def _ids_ok(strs: Strs) -> Mask:
 
 
 def _printable_rows(col: list[str], joined: str) -> Mask:
-    """A row is good unless one of its characters is outside '!'..'~' (printable ASCII, no space): code
-    points of the concatenation, each bad one mapped to its row by the rows' end offsets."""
+    """Per row, ``rules.id_chars_ok`` over the code points of the concatenation."""
     cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    ends = np.cumsum(np.fromiter(map(len, col), dtype=np.int64, count=len(col)))
-    ok = np.ones(len(col), dtype=bool)
-    ok[np.searchsorted(ends, np.flatnonzero((cp < 0x21) | (cp > 0x7E)), side="right")] = False
-    return ok
-
-
-def _ts_ok(ts: Ints, now: Ints, max_future_ms: int) -> Mask:
-    """``TS_MIN_MS <= ts < TS_MAX_MS`` and not ``ts > now + max_future_ms`` (``_check_ts``), without int64
-    overflow: in range, ``ts - max_future_ms`` fits; a huge ``max_future_ms`` is compared in Python ints."""
-    ok = (ts >= TS_MIN_MS) & (ts < TS_MAX_MS)
-    if abs(max_future_ms) < _SAFE_FUTURE:
-        shifted: Ints = np.where(ok, ts, TS_MIN_MS) - max_future_ms
-        not_ahead: Mask = shifted <= now
-        return ok & not_ahead
-    late = (t <= n + max_future_ms for t, n in zip(ts.tolist(), now.tolist(), strict=True))
-    not_ahead_py: Mask = np.fromiter(late, dtype=bool, count=len(ts))
-    return ok & not_ahead_py
-
-
-def _cents(amount: npt.NDArray[np.float64]) -> tuple[Ints, Mask]:
-    """``check_transaction``'s amount rules on floats: > 0, <= AMOUNT_MAX, ``cents = round(amount * 100)``
-    (``rint`` rounds half to even like ``round``) within ``1e-6 * max(1, |amount|)``. An integer amount
-    (the reference keeps a JSON int an int) gives the same: it is <= 1e6, exact as a double."""
-    in_range = (amount > 0) & (amount <= AMOUNT_MAX)
-    a = np.where(in_range, amount, 1.0)  # no overflow warning from 1e306 * 100
-    cents = np.rint(a * 100)
-    ok = in_range & ~(np.abs(a * 100 - cents) > 1e-6 * np.maximum(1.0, np.abs(a)))
-    return np.where(ok, cents, 0).astype(np.int64), ok
+    return id_chars_ok(cp, np.cumsum(np.fromiter(map(len, col), dtype=np.int64, count=len(col))))
 
 
 def _take(cols: _Cols, ok: Mask) -> _Cols:

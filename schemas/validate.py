@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas.messages import AMOUNT_MAX, ID_MAX_LEN, MAX_MESSAGE_BYTES, TS_MAX_MS, TS_MIN_MS
+from schemas.rules import NOT_POSITIVE, SUB_CENT, TOO_LARGE, amount_reason
 
 REASONS = {
     "empty": "the record value is empty",
@@ -42,6 +43,13 @@ REASONS = {
 # The categories a label can be dead-lettered with (``decode_label`` and the aggregator's key check).
 LABEL_REASONS = ("empty", "too_large", "not_utf8", "bad_json", "too_deep", "not_object", "missing_field", "bad_type",
                  "bad_id", "bad_ts", "bad_is_fraud", "bad_reported_at", "key_mismatch")
+
+
+AMOUNT_DETAILS = {
+    NOT_POSITIVE: "amount {amount!r} must be > 0",
+    TOO_LARGE: f"amount {{amount!r}} must be <= {AMOUNT_MAX:.0f}",
+    SUB_CENT: "amount {amount!r} has a fraction of a cent",
+}
 
 
 class Tx(NamedTuple):
@@ -114,14 +122,10 @@ def check_transaction(obj: Any, now_ms: int, max_future_ms: int) -> Tx | Reject:
     t = type(amount)
     if t is not float and t is not int:
         return Reject("bad_type:amount", f"amount must be a number, got {t.__name__}")
-    if not amount > 0:
-        return Reject("bad_amount:not_positive", f"amount {amount!r} must be > 0")
-    if not amount <= AMOUNT_MAX:
-        return Reject("bad_amount:too_large", f"amount {amount!r} must be <= {AMOUNT_MAX:.0f}")
-    cents = round(amount * 100)
-    if abs(amount * 100 - cents) > 1e-6 * max(1.0, abs(amount)):
-        return Reject("bad_amount:sub_cent", f"amount {amount!r} has a fraction of a cent")
-    return Tx(ids[0], ts, ids[1], ids[2], int(cents))
+    bad_amount = amount_reason(amount)
+    if bad_amount is not None:
+        return Reject(f"bad_amount:{bad_amount}", AMOUNT_DETAILS[bad_amount].format(amount=amount))
+    return Tx(ids[0], ts, ids[1], ids[2], round(amount * 100))
 
 
 def check_label(obj: Any, now_ms: int, max_future_ms: int) -> Label | Reject:

@@ -24,6 +24,9 @@ def test_good_transaction_decodes_to_exact_cents() -> None:
     assert got == Tx("tx1", 1522540800000, "c1", "t1", 1234)
     assert decode_transaction(_raw(amount=7), NOW) == Tx("tx1", 1522540800000, "c1", "t1", 700)
     assert decode_transaction(_raw(amount=0.29), NOW) == Tx("tx1", 1522540800000, "c1", "t1", 29)
+    # A double's own error on a cent amount is not a sub-cent digit, whatever the magnitude.
+    assert decode_transaction(_raw(amount=0.1 + 0.2), NOW) == Tx("tx1", 1522540800000, "c1", "t1", 30)
+    assert decode_transaction(_raw(amount=999999.99), NOW) == Tx("tx1", 1522540800000, "c1", "t1", 99999999)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,12 @@ def test_good_transaction_decodes_to_exact_cents() -> None:
         (_raw(amount=0), "bad_amount:not_positive"),
         (_raw(amount=1e12), "bad_amount:too_large"),
         (_raw(amount=1.005), "bad_amount:sub_cent"),
+        # A digit past the cents is caught at every magnitude (a tolerance relative to the amount let these by).
+        (_raw(amount=12345.678), "bad_amount:sub_cent"),
+        (_raw(amount=123456.781), "bad_amount:sub_cent"),
+        (_raw(amount=999999.995), "bad_amount:sub_cent"),
+        (_raw(amount=1e17), "bad_amount:too_large"),
+        (_raw(amount=1e300), "bad_amount:too_large"),
         (b'{"tx_id":"a","ts":1522540800000,"customer_id":"c","terminal_id":"t","amount":NaN}', "bad_json"),
         (_raw(ts=1), "bad_ts"),
         (b"[" * 2000, "too_deep"),
