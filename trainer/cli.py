@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -70,6 +71,25 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 def _data_options(p: argparse.ArgumentParser) -> None:
     add(p, "--transactions", "FRAUDSTREAM_TRANSACTIONS", None, "transactions Parquet file (else simulate)", Path)
     add(p, "--labels", "FRAUDSTREAM_LABELS", None, "labels Parquet file", Path)
+    add(p, "--now", "FRAUDSTREAM_NOW", None, "the time no event of the files may be after (the worker's rule): "
+        "an ISO-8601 UTC time or epoch ms; default: the wall clock (set it to replay a later history)", epoch_ms)
+
+
+def _history_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-short-history", action="store_true",
+                   help="train although the history before the first training window is shorter than the features' "
+                        "look-back (refused by default; the report carries a warning)")
+
+
+def epoch_ms(text: str) -> int:
+    """``--now``: epoch milliseconds, or an ISO-8601 time (UTC unless it names its zone)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch milliseconds nor an ISO-8601 time") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() * 1000)
 
 
 def _bundle_options(p: argparse.ArgumentParser) -> None:
@@ -87,11 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(sim, "--data-dir", "FRAUDSTREAM_DATA", Path("data"), "where to write the Parquet files", Path)
     train = sub.add_parser("train", help="fit, evaluate, and write a model bundle")
     _data_options(train)
+    _history_options(train)
     _sim_options(train)
     _fit_options(train)
     _bundle_options(train)
     run = sub.add_parser("run", help="simulate, then train (all steps)")
     _sim_options(run)
+    _history_options(run)
     _fit_options(run)
     _bundle_options(run)
     add(run, "--data-dir", "FRAUDSTREAM_DATA", Path("data"), "where to write the simulated Parquet files", Path)
@@ -132,6 +154,13 @@ def _progress() -> Any:
                     TextColumn("{task.fields[metric]}"), TimeElapsedColumn(), transient=True)
 
 
+def _reading_progress() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[trainer] reading"), BarColumn(), TextColumn("{task.completed:,} rows"),
+                    TimeElapsedColumn(), transient=True)
+
+
 def _simulate(cfg: SimConfig, label_delay_days: int | None) -> tuple[Any, Any]:
     from trainer.simulate import labels_of, simulate
 
@@ -143,10 +172,25 @@ def _simulate(cfg: SimConfig, label_delay_days: int | None) -> tuple[Any, Any]:
     return h, labels_of(h, label_delay_days)
 
 
+def _check_history(args: argparse.Namespace, history: Any, split: Any, facts: dict[str, Any]) -> None:
+    """Too little history before the split's first window: refused, or a warning in the report."""
+    from trainer.data import DataQualityError, history_shortfall
+
+    short = history_shortfall(history, min(split.train.start_ms, split.validation.start_ms))
+    if short is None:
+        return
+    if not args.allow_short_history:
+        raise DataQualityError([short], "too little history for this split")
+    _log(f"warning: {short}")
+    facts["warning"] = f"trained with --allow-short-history: {short}"
+
+
 def _train(args: argparse.Namespace, history: Any, labels: Any, facts: dict[str, Any]) -> Path:
     from trainer.pipeline import Dataset, default_split, train_and_evaluate, write_bundle
 
     key = _key(args)
+    split = default_split(history)
+    _check_history(args, history, split, facts)
     t0 = time.monotonic()
     ds = Dataset.build(history, labels)
     _log(f"features: {ds.x.shape[0]} rows x {ds.x.shape[1]} ({time.monotonic() - t0:.1f}s)")
@@ -158,7 +202,7 @@ def _train(args: argparse.Namespace, history: Any, labels: Any, facts: dict[str,
             shown = " ".join(f"{k.split(':')[1]}={v:.4f}" for k, v in metrics.items())
             bar.update(task, completed=i, total=total, metric=shown)
 
-        trained = train_and_evaluate(ds, default_split(history), params, args.alert_budget, args.folds, _log,
+        trained = train_and_evaluate(ds, split, params, args.alert_budget, args.folds, _log,
                                      progress, facts)
     for m in trained.report.models:
         _log(f"{m.name}: " + " | ".join(
@@ -185,12 +229,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.transactions or args.labels:
-        from trainer.data import load_history
+        from trainer.data import Now, load_history
 
         if not (args.transactions and args.labels):
             raise FraudstreamError("--transactions and --labels go together")
-        loaded = load_history(args.transactions, args.labels)
-        _log(f"loaded {args.transactions}, {args.labels}: {loaded.report}")
+        t0 = time.monotonic()
+        with _reading_progress() as bar:
+            task = bar.add_task("read", total=None)
+            now = None if args.now is None else Now(args.now)
+            loaded = load_history(args.transactions, args.labels, now=now,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        _log(f"loaded {args.transactions}, {args.labels} ({time.monotonic() - t0:.1f}s): {loaded.report}")
         _train(args, loaded.history, loaded.labels, {"source": "files", "transactions": str(args.transactions)})
         return 0
     cfg = _sim_config(args)

@@ -5,9 +5,12 @@ The documented schema (what :func:`write_history` writes and :func:`read_history
 ``transactions.parquet``
     ``tx_id`` string (or integer), ``ts`` int64 epoch milliseconds UTC (or a Parquet timestamp;
     a timestamp without a zone is taken as UTC; sub-millisecond digits are dropped),
-    ``customer_id`` and ``terminal_id`` string (or integer), ``amount`` float64 in currency units
-    with at most 2 decimals, sorted by ``ts``. Optional: ``is_fraud`` int8 0/1, ``scenario`` int8
-    (0 genuine, 1/2/3 simulated scenario, -1 fraud of unknown scenario).
+    ``customer_id`` and ``terminal_id`` string (or integer), ``amount`` float64 (or integer or
+    decimal) in currency units, sorted by ``ts``. Every row obeys the worker's rules
+    (``schemas.rules``): ids of 1..64 printable ASCII characters without spaces, times from 2000
+    and not after now (``--now`` for a replay), amounts above 0 and at most 1 000 000 in whole cents.
+    Optional: ``is_fraud`` int8 0/1, ``scenario`` int8 (0 genuine, 1/2/3 simulated scenario, -1 fraud
+    of unknown scenario).
 ``labels.parquet``
     ``tx_id``, ``is_fraud`` 0/1; optional ``customer_id``, ``terminal_id``, ``ts`` (checked against
     the transaction when present) and ``reported_at`` (when the outcome became known, not before
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import DataQualityError as _DataQualityError
+from schemas.features import FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS
+from schemas.messages import AMOUNT_MAX, ID_MAX_LEN, TS_MAX_MS, TS_MIN_MS
+from schemas.rules import NOT_POSITIVE, SUB_CENT, TOO_LARGE, amount_checks, id_chars_ok, ts_ok
 from trainer.simulate import DAY_MS, History, Labels, labels_of
 
 log = logging.getLogger(__name__)
@@ -43,12 +50,19 @@ TRANSACTIONS_FILE = "transactions.parquet"
 LABELS_FILE = "labels.parquet"
 DEFAULT_FEEDBACK_DELAY_DAYS = 7
 SHOW_ROWS = 5  # offending rows quoted per problem
-# Plausible epoch milliseconds: 1973-03-03 .. 2100-01-01. Catches seconds and microseconds.
-TS_MIN_MS = 100_000_000_000
-TS_MAX_MS = 4_102_444_800_000
+CHUNK_ROWS = 1 << 20  # rows read at a time
+WARM_UP_DAYS = TERMINAL_HORIZON_DAYS  # the features' longest look-back: whole windows need this much history
+MAX_FUTURE_MS = 3_600_000  # the worker's default --max-future-ms
+ID_PROBLEM = f"ids are not 1..{ID_MAX_LEN} printable ASCII characters without spaces (bad_id)"
+AMOUNT_PROBLEMS = {
+    NOT_POSITIVE: "amounts are not positive (zero, negative or NaN)",
+    TOO_LARGE: f"amounts are above {AMOUNT_MAX:,.0f} (or infinite)",
+    SUB_CENT: "amounts have digits past the cents",
+}
 
 Kind = Literal["id", "time", "amount", "flag", "scenario"]
 Rows = npt.NDArray[np.int64]
+Progress = Callable[[int, int], None]  # (rows read, rows in the file)
 Ints = npt.NDArray[np.int64]
 
 TX_COLUMNS: dict[str, tuple[Kind, bool]] = {  # name: (kind, required)
@@ -159,11 +173,15 @@ def read_history(transactions: Path, labels: Path) -> History:
     return loaded.history
 
 
-def load_history(transactions: Path, labels: Path, *, feedback_delay_days: int = DEFAULT_FEEDBACK_DELAY_DAYS) -> Loaded:
-    """Like :func:`read_history`, also returning the labels (with their ``reported_at``) and a report."""
+def load_history(transactions: Path, labels: Path, *, feedback_delay_days: int = DEFAULT_FEEDBACK_DELAY_DAYS,
+                 now: Now | None = None, progress: Progress | None = None) -> Loaded:
+    """Like :func:`read_history`, also returning the labels (with their ``reported_at``) and a report.
+    ``now``: the time no event may be after (more than the worker's allowed skew); the wall clock by
+    default. ``progress(rows read, rows in the file)`` is called after each chunk of each file."""
     problems: list[str] = []
-    tx = _read_columns(transactions, TX_COLUMNS, problems)
-    lab = _read_columns(labels, LABEL_COLUMNS, problems)
+    now = now or Now(int(time.time() * 1000))
+    tx = _read_columns(transactions, TX_COLUMNS, problems, now, progress)
+    lab = _read_columns(labels, LABEL_COLUMNS, problems, now, progress)
     if tx is not None:
         _check_transactions(tx, str(transactions), problems)
     if lab is not None:
@@ -195,18 +213,87 @@ def check_windows(h: History, windows: Sequence[tuple[int, int]]) -> None:
         raise DataQualityError(problems, "empty evaluation windows")
 
 
+def history_shortfall(h: History, first_ms: int) -> str | None:
+    """Why the history before ``first_ms`` (the first window the model is fitted or tuned on) is too short
+    for whole feature windows; None when it is long enough."""
+    have = (first_ms - int(h.ts[0])) / DAY_MS
+    if have >= WARM_UP_DAYS:
+        return None
+    return (f"the history holds {max(have, 0):.1f} days before the first training window ({_iso(first_ms)}); the"
+            f" features look back {WARM_UP_DAYS} days (30-day windows behind the {FEEDBACK_DELAY_DAYS}-day feedback"
+            f" delay), so the model would learn from partial windows the stream never shows it: give"
+            f" {WARM_UP_DAYS - have:.1f} more days of history, or --allow-short-history to train anyway (the report"
+            f" then says so)")
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Now:
+    """What "now" is for the event-time rule (``schemas.rules.ts_ok``): the wall clock, or ``--now``."""
+
+    ms: int
+    max_future_ms: int = MAX_FUTURE_MS
+
+
+class _Bad:
+    """Offending rows of one problem across a file's chunks: how many, and the first few with a value."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[tuple[int, object]] = []
+
+    def add(self, rows: Rows, values: Sequence[object], offset: int) -> None:
+        self.count += len(rows)
+        room = SHOW_ROWS - len(self.first)
+        self.first += [(offset + int(r), v) for r, v in zip(rows[:room], values[:room], strict=True)]
+
+    def text(self) -> str:
+        shown = ", ".join(f"{r}" if v is None else f"{r} ({_show(v)})" for r, v in self.first)
+        more = f" and {self.count - len(self.first)} more" if self.count > len(self.first) else ""
+        return f"; first rows {shown}{more}"
+
+
 def _read_columns(
-    path: Path, spec: dict[str, tuple[Kind, bool]], problems: list[str]
+    path: Path, spec: dict[str, tuple[Kind, bool]], problems: list[str], now: Now,
+    progress: Progress | None = None,
 ) -> dict[str, npt.NDArray[Any]] | None:
     """The columns of ``spec`` that are present and well typed; ``None`` when the file is unusable.
 
-    Every problem found is appended to ``problems``; the columns that passed are returned anyway so
-    that the row-level checks can still run on them.
+    The file is read a chunk of rows at a time (never whole as Arrow beside the numpy columns), ids are
+    checked on Arrow's buffers before they become numpy strings (a 1 MB id is refused, not allocated
+    for every row). Every problem found is appended to ``problems``; the columns that passed are
+    returned anyway so that the cross-row checks can still run on them.
     """
     where = str(path)
+    pf = _open(path, where, problems)
+    if pf is None:
+        return None
+    columns = _present(pf.schema_arrow, spec, where, problems)
+    chunks: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in columns}
+    bad: dict[tuple[str, str], _Bad] = {}
+    offset = 0
+    for batch in pf.iter_batches(batch_size=CHUNK_ROWS, columns=list(columns.values())):
+        for name, source in columns.items():
+            values = _chunk(batch.column(source), spec[name][0], offset, name, bad)
+            if values is not None and name in chunks:
+                chunks[name].append(values)
+        offset += batch.num_rows
+        if progress is not None:
+            progress(offset, pf.metadata.num_rows)
+    for (name, what), b in bad.items():
+        problems.append(f"{where}, column '{name}': {b.count} {what}{b.text()}")
+        chunks.pop(name, None)
+    out: dict[str, npt.NDArray[Any]] = {}
+    for name, parts in chunks.items():
+        values = _checked(np.concatenate(parts), spec[name][0], f"{where}, column '{name}'", problems, now)
+        if values is not None:
+            out[name] = values
+    return out
+
+
+def _open(path: Path, where: str, problems: list[str]) -> pq.ParquetFile | None:
     if not path.exists():
         problems.append(f"{where}: file not found")
         return None
@@ -214,79 +301,109 @@ def _read_columns(
         problems.append(f"{where}: not a file")
         return None
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
         problems.append(f"{where}: not a readable Parquet file ({err})")
         return None
-    if table.num_rows == 0:
+    if pf.metadata.num_rows == 0:
         problems.append(f"{where}: file is empty (0 rows)")
         return None
-    table = _renamed_legacy(table, spec, where, problems)
-    missing = [name for name, (_, required) in spec.items() if required and name not in table.column_names]
-    if missing:
-        problems.append(
-            f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
-            f" (found {', '.join(map(repr, table.column_names))})"
-        )
-    out: dict[str, npt.NDArray[Any]] = {}
-    for name, (kind, _) in spec.items():
-        if name in table.column_names:
-            values = _typed(table.column(name), kind, f"{where}, column '{name}'", problems)
-            if values is not None:
-                out[name] = values
-    return out
+    return pf
 
 
-def _renamed_legacy(table: pa.Table, spec: dict[str, tuple[Kind, bool]], where: str,
-                    problems: list[str]) -> pa.Table:
-    """Older column names read as their current ones (``available_at`` is ``reported_at``)."""
-    names = list(table.column_names)
+def _present(schema: pa.Schema, spec: dict[str, tuple[Kind, bool]], where: str,
+             problems: list[str]) -> dict[str, str]:
+    """Our name -> the file's column name, for the columns of ``spec`` present with a usable type
+    (older names read as their current ones: ``available_at`` is ``reported_at``)."""
+    names = {n: n for n in schema.names}
     for old, new in LEGACY_LABEL_NAMES.items():
         if new in spec and old in names:
             if new in names:
                 problems.append(f"{where}: both {old!r} and {new!r} columns; keep {new!r} ({old!r} is its old name)")
             else:
-                names[names.index(old)] = new
-    return table.rename_columns(names)
+                names[new] = names.pop(old)
+    missing = [name for name, (_, required) in spec.items() if required and name not in names]
+    if missing:
+        problems.append(
+            f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+            f" (found {', '.join(map(repr, schema.names))})"
+        )
+    out: dict[str, str] = {}
+    for name, (kind, _) in spec.items():
+        if name in names:
+            t = schema.field(names[name]).type
+            if _type_ok(t.value_type if pa.types.is_dictionary(t) else t, kind):
+                out[name] = names[name]
+            else:
+                problems.append(f"{where}, column '{name}': bad type {t}, expected {EXPECTED_TYPES[kind]}")
+    return out
 
 
-def _typed(col: pa.ChunkedArray, kind: Kind, where: str, problems: list[str]) -> npt.NDArray[Any] | None:
-    """The column as numpy in its canonical dtype, or ``None`` after reporting why not."""
-    if pa.types.is_dictionary(col.type):
-        col = col.cast(col.type.value_type)
-    t = col.type
-    ok = {
+def _type_ok(t: pa.DataType, kind: Kind) -> bool:
+    ok: bool = {
         "id": pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t),
         "time": pa.types.is_integer(t) or pa.types.is_timestamp(t),
         "amount": pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
         "flag": pa.types.is_integer(t) or pa.types.is_boolean(t),
         "scenario": pa.types.is_integer(t),
     }[kind]
-    if not ok:
-        problems.append(f"{where}: bad type {t}, expected {EXPECTED_TYPES[kind]}")
-        return None
-    if col.null_count:
-        rows = np.flatnonzero(col.is_null().to_numpy())
-        problems.append(f"{where}: {len(rows)} null values{_rows(rows)}")
+    return ok
+
+
+def _chunk(arr: pa.Array, kind: Kind, offset: int, name: str,
+           bad: dict[tuple[str, str], _Bad]) -> npt.NDArray[Any] | None:
+    """One chunk of a column as numpy in its canonical dtype (ids checked first), or ``None`` after
+    recording its bad rows (a column with a bad row is not converted any further)."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if arr.null_count:
+        rows = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+        bad.setdefault((name, "null values"), _Bad()).add(rows, [None] * len(rows), offset)
         return None
     if kind == "id":
-        ids: npt.NDArray[np.str_] = np.asarray(col.to_numpy()).astype(np.str_)
-        bad = np.flatnonzero(ids == "")
-        if len(bad):
-            problems.append(f"{where}: {len(bad)} empty ids{_rows(bad)}")
-        return ids
+        return _id_chunk(arr, offset, name, bad)
     if kind == "time":
-        ms = _epoch_ms(col)
-        bad = np.flatnonzero((ms < TS_MIN_MS) | (ms >= TS_MAX_MS))
-        if len(bad):
-            problems.append(
-                f"{where}: {len(bad)} times are not epoch milliseconds between 1973 and 2100"
-                f" (seconds or microseconds?){_rows(bad, ms)}"
-            )
-        return ms
+        return _epoch_ms(arr)
     if kind == "amount":
-        return _amount(np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64), where, problems)
-    values = np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+        return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _id_chunk(arr: pa.Array, offset: int, name: str, bad: dict[tuple[str, str], _Bad]) -> npt.NDArray[Any] | None:
+    """The ids of a chunk as numpy strings when each is 1..ID_MAX_LEN printable ASCII characters
+    without space (``schemas.rules``), checked on Arrow's offsets and bytes."""
+    if pa.types.is_integer(arr.type):
+        arr = arr.cast(pa.string())
+    offs_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    buffers = arr.buffers()
+    offs = np.frombuffer(buffers[1], dtype=offs_type)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offs)
+    ok = (lengths > 0) & (lengths <= ID_MAX_LEN) & id_chars_ok(data[offs[0]:offs[-1]], offs[1:] - offs[0])
+    if ok.all():
+        if (name, ID_PROBLEM) in bad:
+            return None
+        return np.asarray(arr.to_numpy(zero_copy_only=False)).astype(np.str_)
+    rows = np.flatnonzero(~ok)
+    shown = [_id_shown(data[offs[r]:offs[r + 1]].tobytes()) for r in rows[:SHOW_ROWS].tolist()]
+    bad.setdefault((name, ID_PROBLEM), _Bad()).add(rows, shown, offset)
+    return None
+
+
+def _id_shown(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(raw)} bytes)"
+
+
+def _checked(values: npt.NDArray[Any], kind: Kind, where: str, problems: list[str],
+             now: Now) -> npt.NDArray[Any] | None:
+    """The whole column's value checks (the contract's rules for times and amounts)."""
+    if kind == "id":
+        return values
+    if kind == "time":
+        return _times(values, where, problems, now)
+    if kind == "amount":
+        return _amount(values, where, problems)
     allowed = [0, 1] if kind == "flag" else [-1, 0, 1, 2, 3]
     bad = np.flatnonzero(~np.isin(values, allowed))
     if len(bad):
@@ -294,34 +411,38 @@ def _typed(col: pa.ChunkedArray, kind: Kind, where: str, problems: list[str]) ->
     return values.astype(np.int8)
 
 
-def _epoch_ms(col: pa.ChunkedArray) -> Ints:
-    if not pa.types.is_timestamp(col.type):
-        return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
-    raw = np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
-    unit = col.type.unit
+def _epoch_ms(arr: pa.Array) -> Ints:
+    raw = np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if not pa.types.is_timestamp(arr.type):
+        return raw
+    unit = arr.type.unit
     if unit == "s":
         return raw * 1000
     return raw // {"ms": 1, "us": 1000, "ns": 1_000_000}[unit]
 
 
-def _amount(amount: npt.NDArray[np.float64], where: str, problems: list[str]) -> npt.NDArray[np.float64] | None:
-    finite = np.isfinite(amount)
-    cents = np.where(finite, amount, 0.0) * 100.0
-    checks = [
-        (~finite, "amounts are not finite"),
-        (finite & (amount <= 0), "amounts are zero or negative"),
-        (
-            finite & (np.abs(cents - np.round(cents)) > 1e-6 * np.maximum(1.0, np.abs(cents))),
-            "amounts have sub-cent digits",
-        ),
-    ]
-    bad_any = False
-    for mask, what in checks:
+def _times(ms: Ints, where: str, problems: list[str], now: Now) -> Ints | None:
+    in_range = (ms >= TS_MIN_MS) & (ms < TS_MAX_MS)
+    out = np.flatnonzero(~in_range)
+    if len(out):
+        problems.append(f"{where}: {len(out)} times are not epoch milliseconds between {_iso(TS_MIN_MS)[:10]} and "
+                        f"{_iso(TS_MAX_MS)[:10]} (seconds or microseconds?){_rows(out, ms)}")
+    ahead = np.flatnonzero(in_range & ~ts_ok(ms, now.ms, now.max_future_ms))
+    if len(ahead):
+        problems.append(f"{where}: {len(ahead)} times are more than {now.max_future_ms // 1000}s after now "
+                        f"({_iso(now.ms)}; a replay of a later history: --now){_rows(ahead, ms)}")
+    return None if len(out) or len(ahead) else ms
+
+
+def _amount(amount: npt.NDArray[np.float64], where: str, problems: list[str]) -> Ints | None:
+    """Integer cents by the contract's amount rules, or ``None`` after naming every refused row with
+    the reason code the worker dead-letters it with."""
+    cents, *refused = amount_checks(amount)
+    for mask, (code, what) in zip(refused, AMOUNT_PROBLEMS.items(), strict=True):
         rows = np.flatnonzero(mask)
         if len(rows):
-            problems.append(f"{where}: {len(rows)} {what}{_rows(rows, amount)}")
-            bad_any = True
-    return None if bad_any else amount
+            problems.append(f"{where}: {len(rows)} {what} (bad_amount:{code}){_rows(rows, amount)}")
+    return None if any(m.any() for m in refused) else cents
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -428,7 +549,7 @@ def _assemble(
         ts=tx["ts"][order],
         customer_id=tx["customer_id"][order],
         terminal_id=tx["terminal_id"][order],
-        amount_cents=np.round(tx["amount"][order] * 100.0).astype(np.int64),
+        amount_cents=tx["amount"][order],
         is_fraud=is_fraud[order].astype(np.int8),
         scenario=scenario[order].astype(np.int8),
     )

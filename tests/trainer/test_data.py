@@ -166,21 +166,26 @@ def test_non_finite_amounts(tmp_path: Path) -> None:
     cols = _tx_columns()
     cols["amount"] = [10.0, float("nan"), 1.0, float("inf"), 2.0, 3.0]
     report = _report(*_files(tmp_path, cols))
-    assert "column 'amount': 2 amounts are not finite; first rows 1 (nan), 3 (inf)" in report
+    assert "column 'amount': 1 amounts are not positive (zero, negative or NaN) (bad_amount:not_positive); " \
+           "first rows 1 (nan)" in report
+    assert "column 'amount': 1 amounts are above 1,000,000 (or infinite) (bad_amount:too_large); first rows 3 (inf)" \
+           in report
 
 
 def test_zero_or_negative_amounts(tmp_path: Path) -> None:
     cols = _tx_columns()
     cols["amount"] = [10.0, 0.0, 1.0, -4.5, 2.0, 3.0]
     report = _report(*_files(tmp_path, cols))
-    assert "column 'amount': 2 amounts are zero or negative; first rows 1 (0.0), 3 (-4.5)" in report
+    assert "column 'amount': 2 amounts are not positive (zero, negative or NaN) (bad_amount:not_positive); " \
+           "first rows 1 (0.0), 3 (-4.5)" in report
 
 
 def test_sub_cent_amounts(tmp_path: Path) -> None:
     cols = _tx_columns()
-    cols["amount"] = [10.0, 0.001, 1.0, 2.345, 2.0, 1234567.89]
+    cols["amount"] = [10.0, 0.001, 1.0, 2.345, 12345.678, 999999.995]
     report = _report(*_files(tmp_path, cols))
-    assert "column 'amount': 2 amounts have sub-cent digits; first rows 1 (0.001), 3 (2.345)" in report
+    assert "column 'amount': 4 amounts have digits past the cents (bad_amount:sub_cent); first rows 1 (0.001), " \
+           "3 (2.345), 4 (12345.678), 5 (999999.995)" in report
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -256,7 +261,7 @@ def test_every_problem_in_one_report(tmp_path: Path) -> None:
     cols["tx_id"] = ["a1", "a1", "a3", "a4", "a5", "a6"]
     report = _report(*_files(tmp_path, cols, {"tx_id": ["a1", "a1", "zz"], "is_fraud": [0, 0, 1]}))
     assert report.startswith("cannot use this history: 3 problems")
-    assert "zero or negative" in report and "duplicate tx_id rows" in report
+    assert "not positive" in report and "duplicate tx_id rows" in report
     assert "1 labels for unknown transactions; first rows 2 ('zz')" in report
     assert "Traceback" not in report
 
