@@ -251,13 +251,15 @@ def _terminal_columns(out: npt.NDArray[np.float64], terminal_id: npt.NDArray[np.
     d0 = int(min(day.min() if n else 0, lab.day.min() if len(lab.day) else 0)) - TERMINAL_HORIZON_DAYS - 1
     dspan = int(max(day.max() if n else 0, lab.day.max() if len(lab.day) else 0)) - d0 + 2
     tx_keys = _composite(tx_term, day - d0, dspan)
-    tx_sorted = np.sort(tx_keys)
+    # Sorted queries into a sorted array: each search starts near the last one (random ones miss the cache).
+    order = np.argsort(tx_keys, kind="stable")
+    tx_sorted = tx_keys[order]
     frauds = _fraud_windows(tx_keys, day, _composite(lab_term, lab.day - d0, dspan), lab.slot, lab.delta)
     counts = np.empty_like(frauds)
     for i, w in enumerate(TERMINAL_WINDOWS_DAYS):
-        hi = tx_keys - FEEDBACK_DELAY_DAYS - 1
-        lo = tx_keys - FEEDBACK_DELAY_DAYS - w
-        counts[:, i] = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
+        hi = tx_sorted - FEEDBACK_DELAY_DAYS - 1
+        lo = tx_sorted - FEEDBACK_DELAY_DAYS - w
+        counts[order, i] = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
     col = 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
     out[:, col:col + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(counts, frauds)
 
@@ -267,7 +269,7 @@ def _fraud_windows(tx_keys: I64, day: I64, lab_keys: I64, lab_slot: I64, lab_del
     out = np.zeros((len(tx_keys), len(TERMINAL_WINDOWS_DAYS)), dtype=np.int64)
     by_slot = np.argsort(lab_slot, kind="stable")
     slots, keys, deltas = lab_slot[by_slot], lab_keys[by_slot], lab_delta[by_slot]
-    tx_order = np.argsort(day, kind="stable")
+    tx_order = np.lexsort((tx_keys, day))  # by day, then key: each day's queries sorted
     days, starts = np.unique(day[tx_order], return_index=True)
     bounds = np.append(starts, len(tx_order))
     known = -1
