@@ -52,10 +52,12 @@ import numpy.typing as npt
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 FEEDBACK_DELAY_DAYS = 7
-CUSTOMER_WINDOWS_DAYS = (1, 7, 30)
+# Customer windows in ms: the handbook's 1, 7 and 30 days, and one hour (velocity: a burst of card tests).
+CUSTOMER_WINDOWS_MS = (HOUR_MS, DAY_MS, 7 * DAY_MS, 30 * DAY_MS)
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 # State horizon: customers keep 30 days; terminals need days back to d - D - 30.
-CUSTOMER_HORIZON_MS = max(CUSTOMER_WINDOWS_DAYS) * DAY_MS
+CUSTOMER_HORIZON_MS = max(CUSTOMER_WINDOWS_MS)
+RATIO_WINDOW = CUSTOMER_WINDOWS_MS.index(30 * DAY_MS)  # the amount ratio's window
 TERMINAL_HORIZON_DAYS = FEEDBACK_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS)
 # Labels count from the first day whose cut-off (this long before its midnight) they precede.
 LABEL_CUTOFF_MARGIN_MS = 3_600_000
@@ -63,8 +65,9 @@ LABEL_CUTOFF_MARGIN_MS = 3_600_000
 
 def _names() -> tuple[str, ...]:
     names = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
-    for n in CUSTOMER_WINDOWS_DAYS:
-        names += [f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
+    for w in CUSTOMER_WINDOWS_MS:
+        n = f"{w // HOUR_MS}HOUR" if w < DAY_MS else f"{w // DAY_MS}DAY"
+        names += [f"CUSTOMER_ID_NB_TX_{n}_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}_WINDOW"]
     for n in TERMINAL_WINDOWS_DAYS:
         names += [f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"TERMINAL_ID_RISK_{n}DAY_WINDOW"]
     names.append("CUSTOMER_AMOUNT_RATIO_30DAY")
@@ -163,12 +166,12 @@ def _customer_columns(out: npt.NDArray[np.float64], tx_id: npt.NDArray[np.str_],
     prefix = np.concatenate(([0], np.cumsum(cents[order])))
     idx = np.arange(n)
     counts, totals = [], []
-    for w in CUSTOMER_WINDOWS_DAYS:
-        start = np.searchsorted(key, key - w * DAY_MS, side="right")
+    for w in CUSTOMER_WINDOWS_MS:
+        start = np.searchsorted(key, key - w, side="right")
         counts.append(idx - start + 1)
         totals.append(prefix[idx + 1] - prefix[start])
     cols, ratio = customer_columns(counts, totals, cents[order])
-    out[order, 3:3 + 2 * len(CUSTOMER_WINDOWS_DAYS)] = cols
+    out[order, 3:3 + 2 * len(CUSTOMER_WINDOWS_MS)] = cols
     out[order, N_FEATURES - 1] = ratio
 
 
@@ -190,12 +193,11 @@ def customer_columns(counts: Sequence[I64], totals: Sequence[I64],
                      cents: I64) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """From the count and sum of cents of each customer window: [n, 2 * windows] (count, mean amount)
     and the 30-day amount ratio."""
-    cols = np.empty((len(cents), 2 * len(CUSTOMER_WINDOWS_DAYS)), dtype=np.float64)
+    cols = np.empty((len(cents), 2 * len(CUSTOMER_WINDOWS_MS)), dtype=np.float64)
     for k, (count, total) in enumerate(zip(counts, totals, strict=True)):
         cols[:, 2 * k] = count
         cols[:, 2 * k + 1] = total / (100.0 * count)
-    k30 = CUSTOMER_WINDOWS_DAYS.index(30)
-    return cols, (cents * counts[k30]) / totals[k30]
+    return cols, (cents * counts[RATIO_WINDOW]) / totals[RATIO_WINDOW]
 
 
 def terminal_columns(counts: I64, frauds: I64) -> npt.NDArray[np.float64]:
@@ -260,7 +262,7 @@ def _terminal_columns(out: npt.NDArray[np.float64], terminal_id: npt.NDArray[np.
         hi = tx_sorted - FEEDBACK_DELAY_DAYS - 1
         lo = tx_sorted - FEEDBACK_DELAY_DAYS - w
         counts[order, i] = np.searchsorted(tx_sorted, hi, side="right") - np.searchsorted(tx_sorted, lo, side="left")
-    col = 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    col = 3 + 2 * len(CUSTOMER_WINDOWS_MS)
     out[:, col:col + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(counts, frauds)
 
 
@@ -333,8 +335,8 @@ class CustomerHistory:
         """(count, sum of cents) per customer window, for the transaction (ts, tx_id) in state."""
         end = bisect.bisect_right(self.keys, (ts, tx_id))
         out = []
-        for w in CUSTOMER_WINDOWS_DAYS:
-            start = bisect.bisect_right(self.ts, ts - w * DAY_MS, 0, end)
+        for w in CUSTOMER_WINDOWS_MS:
+            start = bisect.bisect_right(self.ts, ts - w, 0, end)
             out.append((end - start, self.prefix[end] - self.prefix[start]))
         return out
 
@@ -386,7 +388,7 @@ def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, termin
         row += [float(count), total / (100.0 * count)]
     for count, frauds in terminal(terminal_id, ts // DAY_MS):
         row += [float(count), frauds / count if count > 0 else 0.0]
-    count30, sum30 = wins[CUSTOMER_WINDOWS_DAYS.index(30)]
+    count30, sum30 = wins[RATIO_WINDOW]
     row.append((cents * count30) / sum30)
     return row
 

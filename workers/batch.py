@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from schemas.decode_batch import decode_transactions
 from schemas.features import (
-    CUSTOMER_WINDOWS_DAYS,
+    CUSTOMER_WINDOWS_MS,
     DAY_MS,
     N_FEATURES,
     TERMINAL_WINDOWS_DAYS,
@@ -190,7 +190,7 @@ def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
     ts = np.fromiter((t.ts for t in txs), np.int64, n)
     cents = np.fromiter((t.cents for t in txs), np.int64, n)
     out[:, :3] = calendar_columns(ts, cents)
-    c0, c1 = 3, 3 + 2 * len(CUSTOMER_WINDOWS_DAYS)
+    c0, c1 = 3, 3 + 2 * len(CUSTOMER_WINDOWS_MS)
     part = np.fromiter((a.record.partition for a in admitted), np.int64, n)
     for p in np.unique(part).tolist():
         rows = np.flatnonzero(part == p)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from schemas.features import CUSTOMER_WINDOWS_DAYS, DAY_MS
+from schemas.features import CUSTOMER_WINDOWS_MS
 
 I64 = npt.NDArray[np.int64]
 _MIN_CAPACITY = 4
@@ -184,7 +184,7 @@ class CustomerStore:
     # -- reading -------------------------------------------------------------------------------
 
     def windows(self, slots: I64, ts: I64, tx_ids: Sequence[str]) -> tuple[list[I64], list[I64]]:
-        """Per customer window (``CUSTOMER_WINDOWS_DAYS``), the count and the sum of cents of each row's
+        """Per customer window (``CUSTOMER_WINDOWS_MS``), the count and the sum of cents of each row's
         window; every row must be in state."""
         lo, hi = self.head[slots], self.head[slots] + self.length[slots]
         end = self._search(lo, hi, ts)
@@ -192,8 +192,8 @@ class CustomerStore:
             while self.tx_id[end[i] - 1] > tx_ids[i]:
                 end[i] -= 1
         counts, totals = [], []
-        for w in CUSTOMER_WINDOWS_DAYS:
-            first = self._search(lo, end, ts - w * DAY_MS)
+        for w in CUSTOMER_WINDOWS_MS:
+            first = self._search(lo, end, ts - w)
             counts.append(end - first)
             totals.append(self.cum[end - 1] - self.cum[first] + self.cents[first])
         return counts, totals
