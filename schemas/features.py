@@ -9,10 +9,10 @@ whole-day terminal buckets):
 - ``TX_AMOUNT``: cents / 100.
 - ``TX_DURING_WEEKEND``: 1 when the UTC weekday of ``ts`` is Saturday or Sunday.
 - ``TX_DURING_NIGHT``: 1 when the UTC hour of ``ts`` is <= 6.
-- ``CUSTOMER_ID_NB_TX_{N}DAY_WINDOW`` / ``CUSTOMER_ID_AVG_AMOUNT_{N}DAY_WINDOW`` for N in 1, 7,
-  30: the customer's transactions with ``ts`` in ``(ts - N days, ts]`` that come at or before
-  this one in the canonical order ``(ts, tx_id)`` — the current transaction included. Mean =
-  sum of cents / (100 * count).
+- ``CUSTOMER_ID_NB_TX_{W}_WINDOW`` / ``CUSTOMER_ID_AVG_AMOUNT_{W}_WINDOW`` for W in 1HOUR (ours,
+  velocity), 1DAY, 7DAY, 30DAY: the customer's transactions with ``ts`` in ``(ts - W, ts]`` that come
+  at or before this one in the canonical order ``(ts, tx_id)`` — the current transaction included.
+  Mean = sum of cents / (100 * count).
 - ``CUSTOMER_AMOUNT_RATIO_30DAY`` (ours, beyond the handbook): amount / the 30-day mean above,
   i.e. ``cents * count / sum_cents`` — a transaction far above the card's habit.
 - ``TERMINAL_ID_NB_TX_{N}DAY_WINDOW`` / ``TERMINAL_ID_RISK_{N}DAY_WINDOW``: with ``d`` the UTC
