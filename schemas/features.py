@@ -66,8 +66,8 @@ LABEL_CUTOFF_MARGIN_MS = 3_600_000
 def _names() -> tuple[str, ...]:
     names = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
     for w in CUSTOMER_WINDOWS_MS:
-        n = f"{w // HOUR_MS}HOUR" if w < DAY_MS else f"{w // DAY_MS}DAY"
-        names += [f"CUSTOMER_ID_NB_TX_{n}_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}_WINDOW"]
+        span = f"{w // HOUR_MS}HOUR" if w < DAY_MS else f"{w // DAY_MS}DAY"
+        names += [f"CUSTOMER_ID_NB_TX_{span}_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{span}_WINDOW"]
     for n in TERMINAL_WINDOWS_DAYS:
         names += [f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"TERMINAL_ID_RISK_{n}DAY_WINDOW"]
     names.append("CUSTOMER_AMOUNT_RATIO_30DAY")

@@ -117,10 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_options(run)
     _bundle_options(run)
     add(run, "--data-dir", "FRAUDSTREAM_DATA", Path("data"), "where to write the simulated Parquet files", Path)
-    ev = sub.add_parser("evaluate", help="handbook protocol over several simulator seeds (mean, std)")
+    ev = sub.add_parser("evaluate", help="handbook protocol over several generator seeds and its forward test "
+                        "folds (--folds, default 4; mean, std)")
     _sim_options(ev)
     _fit_options(ev)
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulator seeds (default 0 1 2)")
+    ev.add_argument("--generator", choices=("handbook", "other"), default="handbook",
+                    help="the handbook's simulator, or trainer/othersim.py (other spending and fraud patterns)")
+    add(ev, "--train-days", "FRAUDSTREAM_TRAIN_DAYS", 7, "training window length in days (ends where the "
+        "book's does; validation is the week before it)", positive_int)
     add(ev, "--json-out", "FRAUDSTREAM_EVAL_JSON", None, "write the results as JSON here", Path)
     ex = sub.add_parser("export", help="re-export a bundle's LightGBM model to ONNX, check parity, re-seal")
     ex.add_argument("bundle", type=Path, help="bundle directory")
@@ -264,36 +269,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.pipeline import Dataset, default_split, fit_logistic, fit_split, test_mask
     from trainer.report import PUBLISHED
+    from trainer.seeds import evaluate_seeds
 
     params = _fit_params(args)
-    rows: dict[str, list[tuple[float, float, float]]] = {"lightgbm": [], "logistic": []}
-    for seed in args.seeds:
-        h, lab = _simulate(_sim_config(args, seed), args.label_delay_days)
-        ds = Dataset.build(h, lab)
-        split = default_split(h)
-        mask = test_mask(ds, split)
-        fitted = fit_split(ds, split, params)
-        for name, scores in (("lightgbm", fitted.predict(ds.x[mask])),
-                             ("logistic", fit_logistic(ds, split, params.seed)(ds.x[mask]))):
-            m = ds.metrics(mask, scores)
-            rows[name].append((m.auc, m.ap, m.cp100))
-            _log(f"seed {seed} {name}: AUC {m.auc:.4f} AP {m.ap:.4f} CP@100 {m.cp100:.4f} "
-                 f"(test {split.test.label()}, {m.n} tx, {m.n_fraud} fraud)")
-    result: dict[str, Any] = {"seeds": args.seeds, "params": params.as_dict(), "models": {}}
+    results = evaluate_seeds(lambda seed: _generate(args, seed), args.seeds, params, max(args.folds, 1),
+                             args.train_days, _log)
+    summary = results.summary()
+    print(f"{args.generator} generator, seeds {args.seeds}, {max(args.folds, 1)} forward test folds, "
+          f"train {args.train_days} days")
     print(f"{'model':34} {'AUC':>15} {'AP':>15} {'CP@100':>15}")
-    for name, vals in rows.items():
-        a = np.asarray(vals)
-        mean, std = a.mean(axis=0), a.std(axis=0, ddof=1) if len(a) > 1 else np.zeros(3)
-        result["models"][name] = {"mean": mean.tolist(), "std": std.tolist(), "per_seed": vals}
-        print(f"{name + ' (ours, mean ± std)':34} " + " ".join(f"{m:.3f} ± {s:.3f}".rjust(15) for m, s in zip(mean, std,
-                                                                                                          strict=True)))
+    for name, r in summary.items():
+        print(f"{name + ' (ours, mean ± std)':34} " + " ".join(
+            f"{m:.3f} ± {sd:.3f}".rjust(15) for m, sd in zip(r["mean"], r["std"], strict=True)))
     for name, (auc, ap, cp) in PUBLISHED.items():
         print(f"{name:34} {auc:>15.3f} {ap:>15.3f} {cp:>15.3f}")
     if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=2))
+        args.json_out.write_text(json.dumps({"generator": args.generator, "seeds": args.seeds,
+                                             "folds": max(args.folds, 1), "train_days": args.train_days,
+                                             "params": params.as_dict(), "models": summary}, indent=2))
     return 0
+
+
+def _generate(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
+    """One seed's history and labels from the chosen generator."""
+    if args.generator == "handbook":
+        return _simulate(_sim_config(args, seed), args.label_delay_days)
+    from trainer.othersim import OtherConfig, simulate_other
+    from trainer.simulate import labels_of
+
+    cfg = _sim_config(args, seed)
+    h = simulate_other(OtherConfig(cfg.customers, cfg.terminals, cfg.days, cfg.start, seed))
+    _log(f"generated {len(h)} transactions ({h.is_fraud.mean():.2%} fraud) with the other generator, seed {seed}")
+    return h, labels_of(h, args.label_delay_days)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
