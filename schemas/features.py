@@ -15,6 +15,9 @@ whole-day terminal buckets):
   Mean = sum of cents / (100 * count).
 - ``CUSTOMER_AMOUNT_RATIO_30DAY`` (ours, beyond the handbook): amount / the 30-day mean above,
   i.e. ``cents * count / sum_cents`` — a transaction far above the card's habit.
+- ``CUSTOMER_TERMINAL_NB_TX_30DAY_WINDOW`` (ours): the card's transactions at this terminal with ``ts``
+  in ``(ts - 30 days, ts]``, at or before this one in the canonical order (so at least 1): a terminal
+  the card never used (a card test, an account takeover) reads 1.
 - ``TERMINAL_ID_NB_TX_{N}DAY_WINDOW`` / ``TERMINAL_ID_RISK_{N}DAY_WINDOW``: with ``d`` the UTC
   day of the transaction and ``D`` the feedback delay (7 days), the terminal's transactions in the
   whole days ``[d - D - N, d - D - 1]``, and those of them that are frauds *as reported before the
@@ -58,6 +61,7 @@ TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 # State horizon: customers keep 30 days; terminals need days back to d - D - 30.
 CUSTOMER_HORIZON_MS = max(CUSTOMER_WINDOWS_MS)
 RATIO_WINDOW = CUSTOMER_WINDOWS_MS.index(30 * DAY_MS)  # the amount ratio's window
+FAMILIAR_MS = 30 * DAY_MS  # the window of the card's transactions at the same terminal
 TERMINAL_HORIZON_DAYS = FEEDBACK_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS)
 # Labels count from the first day whose cut-off (this long before its midnight) they precede.
 LABEL_CUTOFF_MARGIN_MS = 3_600_000
@@ -70,12 +74,14 @@ def _names() -> tuple[str, ...]:
         names += [f"CUSTOMER_ID_NB_TX_{span}_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{span}_WINDOW"]
     for n in TERMINAL_WINDOWS_DAYS:
         names += [f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"TERMINAL_ID_RISK_{n}DAY_WINDOW"]
-    names.append("CUSTOMER_AMOUNT_RATIO_30DAY")
+    names += ["CUSTOMER_AMOUNT_RATIO_30DAY", "CUSTOMER_TERMINAL_NB_TX_30DAY_WINDOW"]
     return tuple(names)
 
 
 FEATURE_NAMES: tuple[str, ...] = _names()
 N_FEATURES = len(FEATURE_NAMES)
+RATIO_COL = FEATURE_NAMES.index("CUSTOMER_AMOUNT_RATIO_30DAY")
+FAMILIAR_COL = FEATURE_NAMES.index("CUSTOMER_TERMINAL_NB_TX_30DAY_WINDOW")
 FEATURE_DTYPE = "float32"
 _SPEC = (f"{FEATURE_NAMES}|delay={FEEDBACK_DELAY_DAYS}|order=ts,tx_id|terminal=day-buckets"
          f"|labels=report-time,cutoff-margin={LABEL_CUTOFF_MARGIN_MS},latest=(reported_at,is_fraud)")
@@ -112,7 +118,7 @@ def _calendar(ts_ms: int) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _dense(ids: npt.NDArray[np.str_]) -> I64:
+def _dense(ids: npt.NDArray[Any]) -> I64:
     _, inverse = np.unique(ids, return_inverse=True)
     return inverse.astype(np.int64)
 
@@ -149,6 +155,7 @@ def offline_features(
     out[:, :3] = calendar_columns(ts, cents)
     day = ts // DAY_MS
     _customer_columns(out, tx_id, ts, customer_id, cents)
+    _familiar_column(out, tx_id, ts, customer_id, terminal_id)
     _terminal_columns(out, terminal_id, day, label_deltas(label_tx_id, label_terminal_id, label_ts,
                                                            label_reported_at, label_is_fraud))
     return out.astype(np.float32)
@@ -172,7 +179,28 @@ def _customer_columns(out: npt.NDArray[np.float64], tx_id: npt.NDArray[np.str_],
         totals.append(prefix[idx + 1] - prefix[start])
     cols, ratio = customer_columns(counts, totals, cents[order])
     out[order, 3:3 + 2 * len(CUSTOMER_WINDOWS_MS)] = cols
-    out[order, N_FEATURES - 1] = ratio
+    out[order, RATIO_COL] = ratio
+
+
+def _familiar_column(out: npt.NDArray[np.float64], tx_id: npt.NDArray[np.str_], ts: I64,
+                     customer_id: npt.NDArray[np.str_], terminal_id: npt.NDArray[np.str_]) -> None:
+    """The card's transactions at the same terminal within ``FAMILIAR_MS``, at or before the row in the
+    canonical order: a contiguous run of the rows sorted by (customer, terminal, ts, tx_id)."""
+    n = len(ts)
+    if not n:
+        return
+    cust, term = _dense(customer_id), _dense(terminal_id)
+    pair = _dense(_composite(cust, term, int(term.max()) + 1))
+    order = np.lexsort((tx_id, ts, pair))
+    t0 = int(ts.min())
+    key = _composite(pair[order], ts[order] - t0, int(ts.max()) - t0 + FAMILIAR_MS + 1)
+    start = np.searchsorted(key, key - FAMILIAR_MS, side="right")
+    out[order, FAMILIAR_COL] = familiar_column(np.arange(n) - start + 1)
+
+
+def familiar_column(counts: I64) -> npt.NDArray[np.float64]:
+    """``CUSTOMER_TERMINAL_NB_TX_30DAY_WINDOW`` from its counts (both paths)."""
+    return counts.astype(np.float64)
 
 
 # The feature values from exact integers, one definition for both paths: the trainer's offline
@@ -303,14 +331,16 @@ class CustomerHistory:
     keys: list[tuple[int, str]] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
     prefix: list[int] = field(default_factory=lambda: [0])
+    terminals: list[str] = field(default_factory=list)
 
-    def add(self, ts: int, tx_id: str, cents: int) -> bool:
+    def add(self, ts: int, tx_id: str, cents: int, terminal_id: str = "") -> bool:
         """Add a transaction; False (and no change) when (ts, tx_id) is already in state."""
         k = (ts, tx_id)
         if not self.keys or k > self.keys[-1]:  # the common case: in order
             self.keys.append(k)
             self.ts.append(ts)
             self.prefix.append(self.prefix[-1] + cents)
+            self.terminals.append(terminal_id)
             return True
         i = bisect.bisect_left(self.keys, k)
         if i < len(self.keys) and self.keys[i] == k:
@@ -318,6 +348,7 @@ class CustomerHistory:
         amounts = [self.prefix[j + 1] - self.prefix[j] for j in range(len(self.keys))]
         self.keys.insert(i, k)
         self.ts.insert(i, ts)
+        self.terminals.insert(i, terminal_id)
         amounts.insert(i, cents)
         self.prefix = [0]
         for a in amounts:
@@ -328,7 +359,7 @@ class CustomerHistory:
         i = bisect.bisect_left(self.ts, ts_min)
         if i:
             base = self.prefix[i]
-            del self.keys[:i], self.ts[:i]
+            del self.keys[:i], self.ts[:i], self.terminals[:i]
             self.prefix = [p - base for p in self.prefix[i:]]
 
     def windows(self, ts: int, tx_id: str) -> list[tuple[int, int]]:
@@ -339,6 +370,12 @@ class CustomerHistory:
             start = bisect.bisect_right(self.ts, ts - w, 0, end)
             out.append((end - start, self.prefix[end] - self.prefix[start]))
         return out
+
+    def familiar(self, ts: int, tx_id: str, terminal_id: str) -> int:
+        """The entries at ``terminal_id`` within ``FAMILIAR_MS``, at or before (ts, tx_id)."""
+        end = bisect.bisect_right(self.keys, (ts, tx_id))
+        start = bisect.bisect_right(self.ts, ts - FAMILIAR_MS, 0, end)
+        return self.terminals[start:end].count(terminal_id)
 
 
 # (count, frauds) of a terminal for a transaction on day d, for each w of TERMINAL_WINDOWS_DAYS.
@@ -390,6 +427,7 @@ def online_row(ts: int, tx_id: str, cents: int, history: CustomerHistory, termin
         row += [float(count), frauds / count if count > 0 else 0.0]
     count30, sum30 = wins[RATIO_WINDOW]
     row.append((cents * count30) / sum30)
+    row.append(float(history.familiar(ts, tx_id, terminal_id)))
     return row
 
 
@@ -445,7 +483,7 @@ class OnlineState:
         history = self.customers.get(customer_id)
         if history is None:
             history = self.customers[customer_id] = CustomerHistory()
-        if history.add(ts, tx_id, cents):
+        if history.add(ts, tx_id, cents, terminal_id):
             history.evict_before(history.ts[-1] - CUSTOMER_HORIZON_MS - self.lateness_ms)
             self.terminals.add_transaction(terminal_id, ts, tx_id)
         return online_row(ts, tx_id, cents, history, terminal_id, self.terminals.windows)

@@ -18,10 +18,13 @@ from schemas.decode_batch import decode_transactions
 from schemas.features import (
     CUSTOMER_WINDOWS_MS,
     DAY_MS,
+    FAMILIAR_COL,
     N_FEATURES,
+    RATIO_COL,
     TERMINAL_WINDOWS_DAYS,
     calendar_columns,
     customer_columns,
+    familiar_column,
     terminal_columns,
 )
 from schemas.messages import SCHEMA_VERSION
@@ -195,8 +198,9 @@ def feature_rows(admitted: list[Admitted], states: dict[int, TxPartition],
     for p in np.unique(part).tolist():
         rows = np.flatnonzero(part == p)
         state = states[p]
-        counts, totals, slots = state.windows([txs[i] for i in rows.tolist()])
-        out[rows, c0:c1], out[rows, N_FEATURES - 1] = customer_columns(counts, totals, cents[rows])
+        wins, slots = state.windows([txs[i] for i in rows.tolist()])
+        out[rows, c0:c1], out[rows, RATIO_COL] = customer_columns(wins.counts, wins.totals, cents[rows])
+        out[rows, FAMILIAR_COL] = familiar_column(wins.familiar)
         state.evict_scored(slots, ts[rows])
     tcounts, tfrauds = table.windows_many([t.terminal_id for t in txs], ts // DAY_MS)
     out[:, c1:c1 + 2 * len(TERMINAL_WINDOWS_DAYS)] = terminal_columns(tcounts, tfrauds)

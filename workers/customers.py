@@ -20,14 +20,25 @@ compaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.features import CUSTOMER_WINDOWS_MS
+from schemas.features import CUSTOMER_WINDOWS_MS, FAMILIAR_MS
 
 I64 = npt.NDArray[np.int64]
 _MIN_CAPACITY = 4
+_ENTRY_ARRAYS = ("ts", "cents", "cum", "tx_id", "terminal")
+
+
+class Windows(NamedTuple):
+    """Per customer window the count and the sum of cents of each row's window, and the row's
+    transactions at its terminal within ``FAMILIAR_MS``."""
+
+    counts: list[I64]
+    totals: list[I64]
+    familiar: I64
 
 
 class CustomerStore:
@@ -44,6 +55,7 @@ class CustomerStore:
         m = 1024
         self.ts, self.cents, self.cum = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
         self.tx_id = np.empty(m, dtype=object)
+        self.terminal = np.empty(m, dtype=object)
         self._end = 0          # entries handed out from 0 (blocks, and space left behind by moved or freed ones)
         self._reserved = 0     # entries of the live slots' blocks
         self.live = 0          # live entries
@@ -92,7 +104,7 @@ class CustomerStore:
         """Room for ``n`` entries at the end of the arrays (grown by doubling)."""
         if self._end + n > len(self.ts):
             size = max(2 * len(self.ts), self._end + n)
-            for name in ("ts", "cents", "cum", "tx_id"):
+            for name in _ENTRY_ARRAYS:
                 old = getattr(self, name)
                 new = np.zeros(size, np.int64) if old.dtype != object else np.empty(size, dtype=object)
                 new[:self._end] = old[:self._end]
@@ -103,7 +115,7 @@ class CustomerStore:
 
     # -- adding --------------------------------------------------------------------------------
 
-    def add(self, slots: I64, ts: I64, cents: I64, tx_ids: Sequence[str]) -> None:
+    def add(self, slots: I64, ts: I64, cents: I64, tx_ids: Sequence[str], terminals: Sequence[str]) -> None:
         """Add new transactions (none already in state), in any order."""
         if not len(slots):
             return
@@ -111,15 +123,17 @@ class CustomerStore:
         order = np.lexsort((np.asarray(tx_ids, dtype=object), ts, slots))
         slots, ts, cents = slots[order], ts[order], cents[order]
         ids = [tx_ids[i] for i in order.tolist()]
+        terms = [terminals[i] for i in order.tolist()]
         first = np.ones(len(slots), dtype=bool)
         first[1:] = slots[1:] != slots[:-1]
         appendable = self._appendable(slots, ts, ids, first)
         group = np.cumsum(first) - 1
         ok = appendable[group]
         if ok.any():
-            self._append(slots[ok], ts[ok], cents[ok], [ids[i] for i in np.flatnonzero(ok).tolist()], first[ok])
+            keep = np.flatnonzero(ok).tolist()
+            self._append(slots[ok], ts[ok], cents[ok], [ids[i] for i in keep], [terms[i] for i in keep], first[ok])
         for i in np.flatnonzero(~ok).tolist():
-            self._insert(int(slots[i]), int(ts[i]), int(cents[i]), ids[i])
+            self._insert(int(slots[i]), int(ts[i]), int(cents[i]), ids[i], terms[i])
 
     def _appendable(self, slots: I64, ts: I64, ids: list[str], first: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Per slot group (sorted rows): whether its first row comes after the block's last entry."""
@@ -132,7 +146,8 @@ class CustomerStore:
             after[j] = ids[int(heads[j])] > self.tx_id[int(last[j])]
         return np.asarray(after, dtype=bool)
 
-    def _append(self, slots: I64, ts: I64, cents: I64, ids: list[str], first: npt.NDArray[np.bool_]) -> None:
+    def _append(self, slots: I64, ts: I64, cents: I64, ids: list[str], terms: list[str],
+                first: npt.NDArray[np.bool_]) -> None:
         """Sorted rows whose groups all go at their blocks' ends."""
         heads = np.flatnonzero(first)
         counts = np.diff(np.append(heads, len(slots)))
@@ -145,12 +160,12 @@ class CustomerStore:
         base = np.where(self.length[grp] > 0, self.cum[np.maximum(self.head[grp] + self.length[grp] - 1, 0)], 0)
         running = np.cumsum(cents)
         before = np.repeat(running[heads] - cents[heads], counts)
-        self.ts[pos], self.cents[pos], self.tx_id[pos] = ts, cents, ids
+        self.ts[pos], self.cents[pos], self.tx_id[pos], self.terminal[pos] = ts, cents, ids, terms
         self.cum[pos] = np.repeat(base, counts) + running - before
         self.length[grp] += counts
         self.live += len(slots)
 
-    def _insert(self, s: int, ts: int, cents: int, tx_id: str) -> None:
+    def _insert(self, s: int, ts: int, cents: int, tx_id: str, terminal: str) -> None:
         """One transaction into the middle of its block (it arrived late, within the lateness)."""
         if self.head[s] + self.length[s] + 1 > self.start[s] + self.cap[s]:
             self._move(s, int(self.length[s]) + 1)
@@ -160,9 +175,9 @@ class CustomerStore:
         while i < n and block_ts[i] == ts and block_ids[i] < tx_id:
             i += 1
         at = h + i
-        for arr in (self.ts, self.cents, self.tx_id):
+        for arr in (self.ts, self.cents, self.tx_id, self.terminal):
             arr[at + 1:h + n + 1] = arr[at:h + n].copy()
-        self.ts[at], self.cents[at], self.tx_id[at] = ts, cents, tx_id
+        self.ts[at], self.cents[at], self.tx_id[at], self.terminal[at] = ts, cents, tx_id, terminal
         base = int(self.cum[at - 1]) if i > 0 else 0
         self.cum[at:h + n + 1] = base + np.cumsum(self.cents[at:h + n + 1])
         self.length[s] += 1
@@ -174,7 +189,7 @@ class CustomerStore:
         h, n = int(self.head[s]), int(self.length[s])
         cap = max(2 * need, _MIN_CAPACITY)
         at = self._alloc(cap)
-        for name in ("ts", "cents", "cum", "tx_id"):
+        for name in _ENTRY_ARRAYS:
             arr = getattr(self, name)
             arr[at:at + n] = arr[h:h + n]
         self._reserved += cap - int(self.cap[s])
@@ -183,9 +198,9 @@ class CustomerStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def windows(self, slots: I64, ts: I64, tx_ids: Sequence[str]) -> tuple[list[I64], list[I64]]:
+    def windows(self, slots: I64, ts: I64, tx_ids: Sequence[str], terminals: Sequence[str]) -> Windows:
         """Per customer window (``CUSTOMER_WINDOWS_MS``), the count and the sum of cents of each row's
-        window; every row must be in state."""
+        window, and its familiarity with its terminal; every row must be in state."""
         lo, hi = self.head[slots], self.head[slots] + self.length[slots]
         end = self._search(lo, hi, ts)
         for i in np.flatnonzero(self.ts[end - 1] == ts).tolist():  # ties on ts: order by tx_id
@@ -196,7 +211,16 @@ class CustomerStore:
             first = self._search(lo, end, ts - w)
             counts.append(end - first)
             totals.append(self.cum[end - 1] - self.cum[first] + self.cents[first])
-        return counts, totals
+        return Windows(counts, totals, self._familiar(self._search(lo, end, ts - FAMILIAR_MS), end, terminals))
+
+    def _familiar(self, first: I64, end: I64, terminals: Sequence[str]) -> I64:
+        """Per row, the entries in ``[first, end)`` at the row's terminal: every window's entries laid end
+        to end and compared with their row's terminal in one go."""
+        n = end - first
+        rows = np.repeat(np.arange(len(n)), n)
+        pos = np.repeat(first, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+        same = self.terminal[pos] == np.asarray(terminals, dtype=object)[rows]
+        return np.bincount(rows, weights=same.astype(np.float64), minlength=len(n)).astype(np.int64)
 
     def _search(self, lo: I64, hi: I64, value: I64) -> I64:
         """Per row, the first index in ``[lo, hi)`` whose ts is greater than ``value`` (``hi`` if none): a
@@ -252,7 +276,7 @@ class CustomerStore:
         src = np.repeat(self.head[used], n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
         dst = np.repeat(starts, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
         size = max(int(caps.sum()) * 2, 1024)
-        for name in ("ts", "cents", "cum", "tx_id"):
+        for name in _ENTRY_ARRAYS:
             old = getattr(self, name)
             new = np.zeros(size, np.int64) if old.dtype != object else np.empty(size, dtype=object)
             new[dst] = old[src]

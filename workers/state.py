@@ -37,7 +37,7 @@ from schemas.features import (
     slots_closed_through,
 )
 from schemas.validate import Label, Reject, Tx
-from workers.customers import CustomerStore
+from workers.customers import CustomerStore, Windows
 
 Partial = tuple[int, dict[str, int]]  # (day, {terminal_id: count})
 LabelPartial = tuple[int, dict[str, dict[int, int]]]  # (report slot, {terminal_id: {day: change of frauds}})
@@ -128,21 +128,22 @@ class TxPartition:
         if new:
             store = self.customers
             store.add(store.slot_of([t.customer_id for t in new]), np.fromiter((t.ts for t in new), np.int64, len(new)),
-                      np.fromiter((t.cents for t in new), np.int64, len(new)), [t.tx_id for t in new])
+                      np.fromiter((t.cents for t in new), np.int64, len(new)), [t.tx_id for t in new],
+                      [t.terminal_id for t in new])
 
     def history(self, customer: str) -> list[tuple[int, str]]:
         """A customer's transactions in state, (ts, tx_id) in canonical order."""
         self.sync()
         return self.customers.history(customer)
 
-    def windows(self, txs: list[Tx]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """The customer windows (counts, sums of cents per window) of admitted transactions, and their slots."""
+    def windows(self, txs: list[Tx]) -> tuple[Windows, np.ndarray]:
+        """The customer windows of admitted transactions (``CustomerStore.windows``), and their slots."""
         self.sync()
         store = self.customers
         slots = store.slot_of([t.customer_id for t in txs])
-        counts, totals = store.windows(slots, np.fromiter((t.ts for t in txs), np.int64, len(txs)),
-                                       [t.tx_id for t in txs])
-        return counts, totals, slots
+        wins = store.windows(slots, np.fromiter((t.ts for t in txs), np.int64, len(txs)), [t.tx_id for t in txs],
+                             [t.terminal_id for t in txs])
+        return wins, slots
 
     def evict_scored(self, slots: np.ndarray, ts: np.ndarray) -> None:
         """After these transactions are scored: their customers' later transactions arrive no earlier than

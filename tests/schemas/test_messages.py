@@ -40,4 +40,4 @@ def test_feature_vector_file_matches_code() -> None:
 
     doc = json.loads((Path(DEFAULT_DIR) / "FeatureVector.json").read_text())
     assert doc["names"] == list(FEATURE_NAMES) and doc["version"] == FEATURE_VERSION
-    assert doc["dtype"] == "float32" and len(doc["names"]) == 18
+    assert doc["dtype"] == "float32" and len(doc["names"]) == 19

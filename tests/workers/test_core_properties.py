@@ -113,7 +113,8 @@ class ReferenceRows:
                 if a is not None and a.new and (p, a.tx.tx_id) not in self.fed:
                     self.fed.add((p, a.tx.tx_id))
                     self.histories.setdefault((p, a.tx.customer_id), CustomerHistory()).add(a.tx.ts, a.tx.tx_id,
-                                                                                             a.tx.cents)
+                                                                                             a.tx.cents,
+                                                                                             a.tx.terminal_id)
 
     def rows(self, d: Decision, core: Core) -> npt.NDArray[np.float32]:
         return np.asarray([online_row(a.tx.ts, a.tx.tx_id, a.tx.cents,

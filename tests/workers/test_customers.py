@@ -27,23 +27,25 @@ def test_store_windows_equal_the_reference(events: list[tuple[int, int, int, int
     rows = []
     for n, (c, step, back, cents, _) in enumerate(events):
         clock += step
-        rows.append((f"c{c}", clock - back, f"tx{(n * 7919) % 1000:04d}", cents))
+        rows.append((f"c{c}", clock - back, f"tx{(n * 7919) % 1000:04d}", cents, f"t{(n * 31) % 3}"))
     for k in range(0, len(rows), batch):
         part = rows[k:k + batch]
         customers = [r[0] for r in part]
         ts = np.array([r[1] for r in part], np.int64)
         cents = np.array([r[3] for r in part], np.int64)
         ids = [r[2] for r in part]
+        terms = [r[4] for r in part]
         fresh = [i for i, r in enumerate(part) if (r[1], r[2]) not in set(ref.get(r[0], CustomerHistory()).keys)
                  and all((r[0], r[1], r[2]) != (q[0], q[1], q[2]) for q in part[:i])]
         slots = store.slot_of([customers[i] for i in fresh])
-        store.add(slots, ts[fresh], cents[fresh], [ids[i] for i in fresh])
+        store.add(slots, ts[fresh], cents[fresh], [ids[i] for i in fresh], [terms[i] for i in fresh])
         for i in fresh:
-            ref.setdefault(customers[i], CustomerHistory()).add(int(ts[i]), ids[i], int(cents[i]))
-        counts, totals = store.windows(store.slot_of(customers), ts, ids)
-        for i, (c, t, x, _) in enumerate(part):
+            ref.setdefault(customers[i], CustomerHistory()).add(int(ts[i]), ids[i], int(cents[i]), terms[i])
+        wins = store.windows(store.slot_of(customers), ts, ids, terms)
+        for i, (c, t, x, _, term) in enumerate(part):
             expected = ref[c].windows(t, x)
-            assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == expected
+            assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(wins.counts, wins.totals, strict=True)] == expected
+            assert int(wins.familiar[i]) == ref[c].familiar(t, x, term)
         # Evict like the worker: after scoring, 30 days behind each row (events flagged evict only).
         ev = [i for i, e in enumerate(events[k:k + batch]) if e[4]]
         if ev:
@@ -61,13 +63,16 @@ def test_store_windows_equal_the_reference(events: list[tuple[int, int, int, int
 
 def add_and_compare(store: CustomerStore, ref: dict[str, CustomerHistory], customers: list[str],
                     ts: npt.NDArray[np.int64], cents: npt.NDArray[np.int64], ids: list[str]) -> None:
-    """Add a batch to both, then every row's windows must agree."""
-    store.add(store.slot_of(customers), ts, cents, ids)
-    for c, t, x, a in zip(customers, ts.tolist(), ids, cents.tolist(), strict=True):
-        ref.setdefault(c, CustomerHistory()).add(t, x, a)
-    counts, totals = store.windows(store.slot_of(customers), ts, ids)
+    """Add a batch to both, then every row's windows must agree (terminals: a few, from the tx id)."""
+    terms = [f"t{len(x) % 3}{x[-1]}" for x in ids]
+    store.add(store.slot_of(customers), ts, cents, ids, terms)
+    for c, t, x, a, term in zip(customers, ts.tolist(), ids, cents.tolist(), terms, strict=True):
+        ref.setdefault(c, CustomerHistory()).add(t, x, a, term)
+    wins = store.windows(store.slot_of(customers), ts, ids, terms)
     for i, (c, t, x) in enumerate(zip(customers, ts.tolist(), ids, strict=True)):
-        assert [(int(cs[i]), int(tt[i])) for cs, tt in zip(counts, totals, strict=True)] == ref[c].windows(t, x)
+        got = [(int(cs[i]), int(tt[i])) for cs, tt in zip(wins.counts, wins.totals, strict=True)]
+        assert got == ref[c].windows(t, x)
+        assert int(wins.familiar[i]) == ref[c].familiar(t, x, terms[i])
 
 
 def evict_both(store: CustomerStore, ref: dict[str, CustomerHistory], cut: int) -> None:

@@ -196,7 +196,7 @@ def test_a_transaction_waiting_to_be_scored_keeps_its_customer_history() -> None
     state.admit(waiting, 1)
     state.admit(Tx("far", D0 + 40 * DAY_MS, "c2", "t1", 100), 2)
     state.forget_old(pending_min_ts=waiting.ts)
-    counts, totals, _ = state.windows([waiting])
+    (counts, totals, _), _ = state.windows([waiting])
     assert (int(counts[-1][0]), int(totals[-1][0])) == (2, 1000)
     assert "w" in state.seen
     state.forget_old()  # once it is scored, the horizon of the newest applies
