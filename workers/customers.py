@@ -32,6 +32,13 @@ _MIN_CAPACITY = 4
 _ENTRY_ARRAYS = ("ts", "cents", "cum", "tx_id", "terminal")
 
 
+def terminal_keys(terminals: Sequence[str]) -> I64:
+    """Terminals as 64-bit keys (``hash``: stable within the process, as the store is), so that a window's
+    entries compare with a row's terminal as integers. Two terminals of one card's 30 days would have to
+    share a 64-bit hash to be counted together."""
+    return np.fromiter(map(hash, terminals), dtype=np.int64, count=len(terminals))
+
+
 class Windows(NamedTuple):
     """Per customer window the count and the sum of cents of each row's window, and the row's
     transactions at its terminal within ``FAMILIAR_MS``."""
@@ -55,7 +62,7 @@ class CustomerStore:
         m = 1024
         self.ts, self.cents, self.cum = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
         self.tx_id = np.empty(m, dtype=object)
-        self.terminal = np.empty(m, dtype=object)
+        self.terminal = np.zeros(m, np.int64)  # terminal_keys
         self._end = 0          # entries handed out from 0 (blocks, and space left behind by moved or freed ones)
         self._reserved = 0     # entries of the live slots' blocks
         self.live = 0          # live entries
@@ -123,7 +130,7 @@ class CustomerStore:
         order = np.lexsort((np.asarray(tx_ids, dtype=object), ts, slots))
         slots, ts, cents = slots[order], ts[order], cents[order]
         ids = [tx_ids[i] for i in order.tolist()]
-        terms = [terminals[i] for i in order.tolist()]
+        terms = terminal_keys(terminals)[order]
         first = np.ones(len(slots), dtype=bool)
         first[1:] = slots[1:] != slots[:-1]
         appendable = self._appendable(slots, ts, ids, first)
@@ -131,9 +138,9 @@ class CustomerStore:
         ok = appendable[group]
         if ok.any():
             keep = np.flatnonzero(ok).tolist()
-            self._append(slots[ok], ts[ok], cents[ok], [ids[i] for i in keep], [terms[i] for i in keep], first[ok])
+            self._append(slots[ok], ts[ok], cents[ok], [ids[i] for i in keep], terms[ok], first[ok])
         for i in np.flatnonzero(~ok).tolist():
-            self._insert(int(slots[i]), int(ts[i]), int(cents[i]), ids[i], terms[i])
+            self._insert(int(slots[i]), int(ts[i]), int(cents[i]), ids[i], int(terms[i]))
 
     def _appendable(self, slots: I64, ts: I64, ids: list[str], first: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Per slot group (sorted rows): whether its first row comes after the block's last entry."""
@@ -146,7 +153,7 @@ class CustomerStore:
             after[j] = ids[int(heads[j])] > self.tx_id[int(last[j])]
         return np.asarray(after, dtype=bool)
 
-    def _append(self, slots: I64, ts: I64, cents: I64, ids: list[str], terms: list[str],
+    def _append(self, slots: I64, ts: I64, cents: I64, ids: list[str], terms: I64,
                 first: npt.NDArray[np.bool_]) -> None:
         """Sorted rows whose groups all go at their blocks' ends."""
         heads = np.flatnonzero(first)
@@ -165,7 +172,7 @@ class CustomerStore:
         self.length[grp] += counts
         self.live += len(slots)
 
-    def _insert(self, s: int, ts: int, cents: int, tx_id: str, terminal: str) -> None:
+    def _insert(self, s: int, ts: int, cents: int, tx_id: str, terminal: int) -> None:
         """One transaction into the middle of its block (it arrived late, within the lateness)."""
         if self.head[s] + self.length[s] + 1 > self.start[s] + self.cap[s]:
             self._move(s, int(self.length[s]) + 1)
@@ -217,10 +224,12 @@ class CustomerStore:
         """Per row, the entries in ``[first, end)`` at the row's terminal: every window's entries laid end
         to end and compared with their row's terminal in one go."""
         n = end - first
-        rows = np.repeat(np.arange(len(n)), n)
-        pos = np.repeat(first, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
-        same = self.terminal[pos] == np.asarray(terminals, dtype=object)[rows]
-        return np.bincount(rows, weights=same.astype(np.float64), minlength=len(n)).astype(np.int64)
+        bounds = np.cumsum(n)
+        pos = np.repeat(first - (bounds - n), n) + np.arange(int(bounds[-1]) if len(n) else 0)
+        same = self.terminal[pos] == np.repeat(terminal_keys(terminals), n)
+        c = np.concatenate(([0], np.cumsum(same)))
+        out: I64 = c[bounds] - c[bounds - n]
+        return out
 
     def _search(self, lo: I64, hi: I64, value: I64) -> I64:
         """Per row, the first index in ``[lo, hi)`` whose ts is greater than ``value`` (``hi`` if none): a
