@@ -118,6 +118,38 @@ def test_card_precision_matches_a_loop_reference() -> None:
         assert card_precision_at_k(day, card, y, score, k=k) == pytest.approx(_cp_reference(day, card, y, score, k))
 
 
+def _cp_removing_reference(day: np.ndarray, card: np.ndarray, y: np.ndarray, score: np.ndarray, k: int) -> float:
+    """The handbook's ``card_precision_top_k`` loop: detected compromised cards leave the later days."""
+    per_day, detected = [], set()
+    for d in sorted(set(day.tolist())):
+        best: dict[str, tuple[float, int]] = {}
+        for c, yy, s in zip(card[day == d], y[day == d], score[day == d], strict=True):
+            if c not in detected:
+                old = best.get(c, (-math.inf, 0))
+                best[c] = (max(old[0], s), max(old[1], int(yy)))
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
+        per_day.append(sum(v[1] for _, v in ranked) / k)
+        detected |= {c for c, v in ranked if v[1]}
+    return float(np.mean(per_day))
+
+
+def test_card_precision_removing_detected_cards_hand_computed() -> None:
+    # k=2: day 0 a, b (a fraud, detected); day 1 a is gone, b alone: 1/2
+    assert card_precision_at_k(CP_DAY, CP_CARD, CP_Y, CP_SCORE, k=2, remove_detected=True) == pytest.approx(0.5)
+
+
+def test_card_precision_removing_detected_matches_the_handbooks_loop() -> None:
+    rng = np.random.default_rng(8)
+    n = 3000
+    day = rng.integers(0, 6, n)
+    card = np.array([f"c{i}" for i in rng.integers(0, 300, n)])
+    y = (rng.random(n) < 0.08).astype(int)
+    score = np.round(rng.random(n) + 0.3 * y, 3)
+    for k in (1, 10, 100):
+        got = card_precision_at_k(day, card, y, score, k=k, remove_detected=True)
+        assert got == pytest.approx(_cp_removing_reference(day, card, y, score, k))
+
+
 def test_evaluate_bundles_the_three_metrics() -> None:
     m = evaluate(CP_Y, CP_SCORE, CP_DAY, CP_CARD)
     assert isinstance(m, Metrics)
@@ -125,6 +157,7 @@ def test_evaluate_bundles_the_three_metrics() -> None:
     assert m.auc == pytest.approx(roc_auc(CP_Y, CP_SCORE))
     assert m.ap == pytest.approx(average_precision(CP_Y, CP_SCORE))
     assert m.cp100 == pytest.approx((3 / 100 + 2 / 100) / 2)
+    assert m.cp100_handbook == pytest.approx((3 / 100 + 1 / 100) / 2)  # a, c, d found on day 0; a gone on day 1
 
 
 # --------------------------------------------------------------------------- splits
