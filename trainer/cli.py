@@ -23,7 +23,7 @@ import numpy as np
 
 from schemas.errors import FraudstreamError
 from schemas.settings import add, positive_int
-from trainer.fit import FitParams
+from trainer.fit import TRAIN_DAYS, FitParams
 from trainer.simulate import SimConfig
 
 QUICK = SimConfig(customers=1000, terminals=2000, days=84, seed=0)
@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulator seeds (default 0 1 2)")
     ev.add_argument("--generator", choices=("handbook", "other"), default="handbook",
                     help="the handbook's simulator, or trainer/othersim.py (other spending and fraud patterns)")
-    add(ev, "--train-days", "FRAUDSTREAM_TRAIN_DAYS", 7, "training window length in days (ends where the "
-        "book's does; validation is the week before it)", positive_int)
+    add(ev, "--train-days", "FRAUDSTREAM_TRAIN_DAYS", TRAIN_DAYS, "training window length in days (ends where "
+        "the book's does; validation is the week before it; the handbook's is 7)", positive_int)
     add(ev, "--json-out", "FRAUDSTREAM_EVAL_JSON", None, "write the results as JSON here", Path)
     ex = sub.add_parser("export", help="re-export a bundle's LightGBM model to ONNX, check parity, re-seal")
     ex.add_argument("bundle", type=Path, help="bundle directory")

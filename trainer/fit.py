@@ -16,6 +16,10 @@ import numpy.typing as npt
 from schemas.features import FEATURE_NAMES
 
 F32 = npt.NDArray[np.float32]
+TRAIN_DAYS = 28
+"""The training window: four weeks ending one feedback delay before the test, chosen on the validation
+folds of both generators (BENCHMARKS.md, "Model quality on two generators"); the handbook trains on one."""
+HANDBOOK_TRAIN_DAYS = 7
 
 
 @dataclass(frozen=True)

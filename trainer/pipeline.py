@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from schemas.bundle import TENSOR_ONNX_FILE, seal
 from schemas.errors import DataQualityError
-from schemas.features import DAY_MS, FEATURE_VERSION, FEEDBACK_DELAY_DAYS
+from schemas.features import DAY_MS, FEATURE_VERSION, FEEDBACK_DELAY_DAYS, TERMINAL_HORIZON_DAYS
 from trainer.evaluate import (
     Metrics,
     Split,
@@ -41,7 +41,7 @@ from trainer.evaluate import (
     protocol_splits,
 )
 from trainer.export import Parity, check_parity, tensor_manifest, to_onnx, to_tensor_onnx, trimmed
-from trainer.fit import FitParams, Fitted, Progress, fit
+from trainer.fit import HANDBOOK_TRAIN_DAYS, TRAIN_DAYS, FitParams, Fitted, Progress, fit
 from trainer.report import FoldResult, ModelResult, ReportInput, plot_curves, write_report
 from trainer.simulate import History, Labels, history_features
 from trainer.threshold import Threshold, choose_threshold
@@ -70,14 +70,28 @@ class Dataset:
         return evaluate(h.is_fraud[mask], score, self.day[mask], h.customer_id[mask])
 
 
-def default_split(history: History) -> Split:
-    """The handbook's book split when the data covers it, else the latest whole-week split."""
+def default_split(history: History, train_days: int = TRAIN_DAYS) -> Split:
+    """:func:`latest_split` with a ``train_days``-long training window, shortened by whole weeks (to the
+    handbook's 7 days at least) while the history before it is shorter than the features' look-back: a
+    shorter window with whole feature windows rather than a refusal."""
+    first = int(history.ts.min())
+    for days in range(train_days, HANDBOOK_TRAIN_DAYS, -7):
+        split = latest_split(history, days)
+        if split.validation.start_ms - first >= TERMINAL_HORIZON_DAYS * DAY_MS:
+            return split
+    return latest_split(history, min(train_days, HANDBOOK_TRAIN_DAYS))
+
+
+def latest_split(history: History, train_days: int) -> Split:
+    """The handbook's book split, its training window ``train_days`` long and ending where the book's
+    does, when the data covers it; else the same geometry before the latest whole-week test."""
     book = handbook_split()
+    split = protocol_splits(book.train.end_ms - train_days * DAY_MS, train_days=train_days)[0]
     lo, hi = int(history.ts.min()), int(history.ts.max())
-    if lo <= book.validation.start_ms and book.test.end_ms <= hi + 1:
-        return book
+    if lo <= split.validation.start_ms and split.test.end_ms <= hi + 1:
+        return split
     test_end = (hi + 1) // DAY_MS * DAY_MS  # the last whole day ends at midnight
-    return prequential_folds(test_end - 7 * DAY_MS, 1)[0]
+    return prequential_folds(test_end - 7 * DAY_MS, 1, train_days=train_days)[0]
 
 
 def check_split(ds: Dataset, split: Split) -> None:
@@ -97,13 +111,17 @@ def check_split(ds: Dataset, split: Split) -> None:
 
 def test_mask(ds: Dataset, split: Split) -> npt.NDArray[np.bool_]:
     """Test rows, minus the cards already known compromised (the handbook's rule: a fraud is known
-    ``FEEDBACK_DELAY_DAYS`` after it). The rule reads the truth, not the labels' report times, so
-    the test set stays the same whichever way the labels arrived and models stay comparable."""
+    ``FEEDBACK_DELAY_DAYS`` after it, counted from the start of its week-long training window). The rule
+    reads the truth, not the labels' report times, and looks back a week whatever window the model
+    trains on, so the test set stays the same whichever way the labels arrived or however long the
+    training window is, and models stay comparable: from a longer window's start it would remove more
+    cards, and CP@100 would move with the test set rather than the model."""
     mask = ds.rows(split.test)
     h = ds.history
     known_at = h.ts + np.int64(FEEDBACK_DELAY_DAYS) * DAY_MS
+    since = split.delay.start_ms - HANDBOOK_TRAIN_DAYS * DAY_MS
     keep = known_compromised_filter(h.customer_id[mask], h.ts[mask], h.customer_id, h.ts, h.is_fraud,
-                                    known_at, since_ms=split.train.start_ms)
+                                    known_at, since_ms=since)
     out = np.zeros_like(mask)
     out[np.flatnonzero(mask)[keep]] = True
     return out
@@ -142,7 +160,7 @@ def report_folds(ds: Dataset, split: Split, n_folds: int) -> list[Split]:
     forward = protocol_splits(split.train.start_ms, train_days=days, folds=n_folds)
     if forward[-1].test.end_ms <= int(ds.history.ts.max()) + 1:
         return forward
-    return prequential_folds(split.test.start_ms, n_folds)
+    return prequential_folds(split.test.start_ms, n_folds, train_days=days)
 
 
 def prequential(ds: Dataset, split: Split, params: FitParams, n_folds: int, log: Log) -> dict[str, list[FoldResult]]:

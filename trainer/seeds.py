@@ -8,21 +8,18 @@ Per seed the metrics are the mean over its folds; the table gives mean and stand
 seeds. CP@100 comes twice: ours (every card of the test rows, each day) and the handbook's (a compromised
 card found in a day's top 100 leaves the later days), the one its published table uses.
 
-Whatever the training window, a fold is scored on the same test rows: the known-compromised cards are
-those with a fraud since the start of the week-long training window, as in the handbook's split; looking
-back from a longer window's start would remove more cards and move CP@100 with the test set, not the model.
+Whatever the training window, a fold is scored on the same test rows (``trainer.pipeline.test_mask``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from trainer.evaluate import DAY_MS, Split, Window, handbook_split, protocol_splits
+from trainer.evaluate import DAY_MS, Split, handbook_split, protocol_splits
 from trainer.fit import FitParams
 from trainer.pipeline import Dataset, default_split, fit_logistic, fit_split, test_mask
 from trainer.simulate import History, Labels
@@ -56,13 +53,7 @@ def forward_splits(h: History, folds: int, train_days: int) -> list[Split]:
     splits = protocol_splits(start, train_days=train_days, folds=folds)
     lo, hi = int(h.ts.min()), int(h.ts.max())
     covered = [s for s in splits if lo <= s.validation.start_ms and s.test.end_ms <= hi + 1]
-    return covered or [default_split(h)]
-
-
-def week_test_mask(ds: Dataset, split: Split) -> npt.NDArray[np.bool_]:
-    """``split``'s test rows as the week-long training window's split would have them."""
-    week = replace(split, train=Window(split.delay.start_ms - 7 * DAY_MS, split.delay.start_ms))
-    return test_mask(ds, week)
+    return covered or [default_split(h, train_days)]
 
 
 def evaluate_seeds(generate: Generate, seeds: list[int], params: FitParams, folds: int, train_days: int,
@@ -73,7 +64,7 @@ def evaluate_seeds(generate: Generate, seeds: list[int], params: FitParams, fold
         ds = Dataset.build(h, lab)
         fold_metrics: dict[str, list[Row]] = {m: [] for m in MODELS}
         for split in forward_splits(h, folds, train_days):
-            mask = week_test_mask(ds, split)
+            mask = test_mask(ds, split)
             scores = {"lightgbm": fit_split(ds, split, params).predict(ds.x[mask]),
                       "logistic": fit_logistic(ds, split, params.seed)(ds.x[mask])}
             for name, s in scores.items():
