@@ -11,7 +11,7 @@ from schemas.validate import Tx, decode_transaction
 from trainer.evaluate import handbook_split, utc_ms
 from trainer.othersim import OtherConfig, simulate_other
 from trainer.seeds import forward_splits
-from trainer.simulate import DAY_MS, History, SimConfig, simulate
+from trainer.simulate import DAY_MS, History, SimConfig, labels_of, simulate
 
 SMALL = OtherConfig(customers=600, terminals=1200, days=60, seed=3)
 
@@ -58,3 +58,26 @@ def test_forward_folds_are_the_handbooks_moved_a_week_each() -> None:
     assert longer.train.end_ms == handbook_split().train.end_ms
     assert longer.train.start_ms == handbook_split().train.end_ms - 28 * DAY_MS
     assert longer.validation.end_ms == longer.train.start_ms
+
+
+def test_the_training_window_is_four_weeks_shortened_by_weeks_on_short_histories() -> None:
+    from trainer.fit import TRAIN_DAYS
+    from trainer.pipeline import default_split
+
+    book = default_split(simulate(SimConfig(customers=50, terminals=100, days=183, seed=0)))
+    assert (book.train.end_ms, book.test) == (handbook_split().train.end_ms, handbook_split().test)
+    assert book.train.end_ms - book.train.start_ms == TRAIN_DAYS * DAY_MS == 28 * DAY_MS
+    quick = default_split(simulate(SimConfig(customers=50, terminals=100, days=84, seed=0)))
+    assert quick.train.end_ms - quick.train.start_ms == 21 * DAY_MS  # 37 days of look-back before it
+    short = default_split(simulate(SimConfig(customers=50, terminals=100, days=35, seed=0)))
+    assert short.train.end_ms - short.train.start_ms == 7 * DAY_MS  # then refused for too little history
+
+
+def test_the_test_rows_do_not_move_with_the_training_window() -> None:
+    from trainer.pipeline import Dataset, test_mask
+
+    h = simulate(SimConfig(customers=300, terminals=600, days=183, seed=1))
+    ds = Dataset(h, labels_of(h), np.zeros((len(h), 1), np.float32), h.ts // DAY_MS)
+    week, month = forward_splits(h, 1, 7)[0], forward_splits(h, 1, 28)[0]
+    assert week.test == month.test
+    assert np.array_equal(test_mask(ds, week), test_mask(ds, month))
