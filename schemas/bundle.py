@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.drift import Monitoring, parse_monitoring
 from schemas.errors import BundleError
 from schemas.features import FEATURE_DTYPE, FEATURE_NAMES, FEATURE_VERSION
 
@@ -94,6 +95,11 @@ class Bundle:
     def signed(self) -> bool:
         return "signature" in self.manifest
 
+    @property
+    def monitoring(self) -> Monitoring | None:
+        """Reference distributions and calibration (``schemas/drift.py``); None in bundles without them."""
+        return parse_monitoring(self.manifest, FEATURE_NAMES)
+
 
 def load_bundle(path: Path | str, key: bytes | None = None, require_signature: bool = False) -> Bundle:
     """Load and verify a bundle; raise ``BundleError`` naming the problem and what to do."""
@@ -136,4 +142,6 @@ def load_bundle(path: Path | str, key: bytes | None = None, require_signature: b
             f"bundle {path} was built for feature set {fs.get('version')!r}, this worker computes "
             f"{FEATURE_VERSION!r}: re-train the bundle with this version of fraudstream"
         )
-    return Bundle(path, manifest)
+    bundle = Bundle(path, manifest)
+    bundle.monitoring  # noqa: B018  (a malformed monitoring block is refused at load, not at first use)
+    return bundle
