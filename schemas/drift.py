@@ -74,7 +74,7 @@ def quantile_bins(x: npt.ArrayLike, n_bins: int = N_BINS) -> Bins:
     v = np.asarray(x, dtype=np.float64)
     if len(v) == 0:
         raise ValueError("no reference rows to fit bins on")
-    qs = np.quantile(v, np.linspace(0, 1, n_bins + 1)[1:-1])
+    qs = np.quantile(v, np.linspace(0, 1, n_bins + 1)[1:-1], method="inverted_cdf")  # observed values
     edges = np.unique(qs)
     # A cut at the minimum would leave the first bin empty by construction.
     edges = edges[edges > v.min()]
