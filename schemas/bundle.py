@@ -15,7 +15,8 @@ Layout::
 
 The signature is HMAC-SHA256 (hex) over the canonical JSON of the manifest without its
 ``signature`` field; the manifest holds every file's sha256, so it covers them all. Loading
-needs only the standard library: a worker needs no LightGBM.
+needs only the standard library (the worker reads ``model.lgb.txt`` with LightGBM only for the
+reason codes of its flags, ``workers/explain.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BUNDLE_FORMAT = "fraudstream-bundle/1"
 MANIFEST = "model.json"
 ONNX_FILE = "model.onnx"
 TENSOR_ONNX_FILE = "model_tensor.onnx"
+LGB_FILE = "model.lgb.txt"
 
 
 def sha256_file(path: Path) -> str:
@@ -82,6 +84,11 @@ class Bundle:
     def tensor_onnx_path(self) -> Path | None:
         """The tensorized (GPU) graph; None for a bundle without one. Its checksum was verified at load."""
         return self.path / TENSOR_ONNX_FILE if TENSOR_ONNX_FILE in self.manifest.get("files", {}) else None
+
+    @property
+    def lgb_path(self) -> Path | None:
+        """The native LightGBM model; None when the manifest lists none. Its checksum was verified at load."""
+        return self.path / LGB_FILE if LGB_FILE in self.manifest.get("files", {}) else None
 
     @property
     def model_version(self) -> str:
