@@ -42,7 +42,8 @@ from trainer.evaluate import (
 )
 from trainer.export import Parity, check_parity, tensor_manifest, to_onnx, to_tensor_onnx, trimmed
 from trainer.fit import HANDBOOK_TRAIN_DAYS, TRAIN_DAYS, FitParams, Fitted, Progress, fit
-from trainer.report import FoldResult, ModelResult, ReportInput, plot_curves, write_report
+from trainer.monitoring import MonitoringFit, calibration_quality, feature_psi, fit_monitoring
+from trainer.report import FoldResult, ModelResult, MonitoringReport, ReportInput, plot_curves, write_report
 from trainer.simulate import History, Labels, history_features
 from trainer.threshold import Threshold, choose_threshold
 
@@ -192,7 +193,28 @@ class Trained:
     booster: lgb.Booster
     report: ReportInput
     threshold: Threshold
+    monitoring: MonitoringFit
     curves: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.float64]]] = field(default_factory=dict)
+
+
+def monitor(ds: Dataset, split: Split, predict: Callable[[F32], npt.NDArray[np.float64]], threshold: Threshold,
+            log: Log) -> tuple[MonitoringFit, MonitoringReport]:
+    """The bundle's monitoring block (trainer/monitoring.py), and how it fares on the test rows."""
+    va, tm = ds.rows(split.validation), test_mask(ds, split)
+    y = ds.history.is_fraud
+    fitted = fit_monitoring(ds.x[ds.rows(split.train)], predict(ds.x[va]), y[va], threshold.value)
+    test_score = predict(ds.x[tm])
+    q = calibration_quality(fitted.calibration, test_score, y[tm], threshold.value)
+    psi = feature_psi(fitted, ds.x[tm], test_score)
+    est, real = q.estimated_precision, q.realised_precision
+    log(f"calibration ({fitted.calibration.method}, {len(fitted.calibration.x)} points) on the test rows: "
+        f"ECE {q.ece_raw:.4f} raw -> {q.ece_calibrated:.4f} calibrated; precision at the threshold estimated "
+        f"{'n/a' if est is None else f'{est:.3f}'}, realised {'n/a' if real is None else f'{real:.3f}'} "
+        f"({q.flagged} flagged)")
+    worst = max((k for k in psi if k != "score"), key=lambda k: psi[k])
+    log(f"test rows against the reference: score PSI {psi['score']:.3f}, largest feature PSI {psi[worst]:.3f} "
+        f"({worst})")
+    return fitted, MonitoringReport(fitted.expected_alert_rate, fitted.expected_precision, q, psi)
 
 
 def train_and_evaluate(ds: Dataset, split: Split, params: FitParams, budget_per_day: int, n_folds: int,
@@ -219,11 +241,12 @@ def train_and_evaluate(ds: Dataset, split: Split, params: FitParams, budget_per_
     tm = test_mask(ds, split)
     y_test = ds.history.is_fraud[tm]
     curves = {"LightGBM": (y_test, lgb_predict(ds.x[tm])), "logistic regression": (y_test, lr(ds.x[tm]))}
+    monitoring, monitoring_report = monitor(ds, split, lgb_predict, threshold, log)
     report = ReportInput(split=split, models=[ours, base], threshold=threshold,
                          params={**params.as_dict(), "best_iteration": fitted.best_iteration,
                                  "pos_weight": fitted.pos_weight},
-                         data=data_facts or {})
-    return Trained(ds, split, params, fitted, booster, report, threshold, curves)
+                         data=data_facts or {}, monitoring=monitoring_report)
+    return Trained(ds, split, params, fitted, booster, report, threshold, monitoring, curves)
 
 
 def library_versions() -> dict[str, str]:
@@ -281,6 +304,7 @@ def write_bundle(t: Trained, out_root: Path, key: bytes | None, log: Log) -> Pat
                      "graph": "TreeEnsembleClassifier"},
             "tensor_onnx": tensor_entry,
             "library_versions": library_versions(),
+            "monitoring": t.monitoring.to_json(),
         }
         seal(staging, manifest, key)
         staging.rename(final)

@@ -13,6 +13,8 @@ Input structure (:class:`ReportInput`)::
       threshold   Threshold | None       the alert threshold chosen for the bundle
       params      {str: JSON-able}       model / training parameters
       data        {str: JSON-able}       data source facts (simulator seed, rows, fraud rate, ...)
+      monitoring  MonitoringReport|None  what the bundle's monitoring block expects live, its calibration
+                                         on the test rows, the test rows' PSI against its reference
       title       str
 
 The published numbers (:data:`PUBLISHED`) are means over the handbook's prequential *test*
@@ -37,6 +39,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from trainer.evaluate import Metrics, Split, Window, average_precision, roc_auc
+from trainer.monitoring import CalibrationQuality
 from trainer.threshold import Threshold
 
 PUBLISHED: dict[str, tuple[float, float, float]] = {
@@ -70,6 +73,16 @@ class ModelResult:
 
 
 @dataclass(frozen=True)
+class MonitoringReport:
+    """The bundle's monitoring block seen from the test rows (``trainer/monitoring.py``)."""
+
+    expected_alert_rate: float
+    expected_precision: float | None
+    calibration: CalibrationQuality
+    psi_test: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class ReportInput:
     """Everything the report shows; see the module docstring."""
 
@@ -78,6 +91,7 @@ class ReportInput:
     threshold: Threshold | None = None
     params: Mapping[str, object] = field(default_factory=dict)
     data: Mapping[str, object] = field(default_factory=dict)
+    monitoring: MonitoringReport | None = None
     title: str = "fraudstream model report"
 
 
@@ -161,8 +175,14 @@ def _json(r: ReportInput) -> object:
         "threshold": asdict(r.threshold) if r.threshold is not None else None,
         "params": _plain(dict(r.params)),
         "data": _plain(dict(r.data)),
+        "monitoring": _monitoring_json(r.monitoring) if r.monitoring is not None else None,
     }
     return _finite(doc)
+
+
+def _monitoring_json(m: MonitoringReport) -> dict[str, object]:
+    return {"expected_alert_rate": m.expected_alert_rate, "expected_precision": m.expected_precision,
+            "calibration_test": asdict(m.calibration), "psi_test": dict(m.psi_test)}
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -245,8 +265,35 @@ def _markdown(r: ReportInput) -> str:
             "",
         ]
 
+    if r.monitoring is not None:
+        lines += _monitoring_markdown(r.monitoring)
+
     lines += ["## Parameters", "", "```json", json.dumps(_plain(dict(r.params)), indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _monitoring_markdown(m: MonitoringReport) -> list[str]:
+    q = m.calibration
+    lines = [
+        "## Monitoring", "",
+        "What the bundle's monitoring block expects live (validation rows), and how far its calibrated "
+        "probabilities can be trusted (test rows, which neither the model nor the calibration saw).", "",
+        "| | |", "|---|---|",
+        f"| expected alert rate (validation) | {_f(m.expected_alert_rate, 5)} |",
+        f"| expected precision at threshold (validation) | {_f(m.expected_precision)} |",
+        f"| ECE, raw scores (test, {q.rows} rows) | {_f(q.ece_raw, 4)} |",
+        f"| ECE, calibrated (test) | {_f(q.ece_calibrated, 4)} |",
+        f"| precision at threshold, estimated from calibrated p (test, {q.flagged} flagged) "
+        f"| {_f(q.estimated_precision)} |",
+        f"| precision at threshold, estimated from raw scores (test) | {_f(q.raw_score_precision)} |",
+        f"| precision at threshold, realised (test) | {_f(q.realised_precision)} |",
+        "",
+        "ECE: row-weighted mean gap between predicted and observed fraud rate over ten equal-width "
+        "probability bins. PSI of the test rows against the reference (> 0.1 warns, > 0.25 alerts live):", "",
+        "| feature | PSI (test) |", "|---|---|",
+    ]
+    lines += [f"| {name} | {_f(v)} |" for name, v in m.psi_test.items()]
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------- curves

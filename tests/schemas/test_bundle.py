@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +117,66 @@ def test_tampered_tensor_graph_is_refused(tmp_path: Path) -> None:
     (d / TENSOR_ONNX_FILE).unlink()
     with pytest.raises(BundleError, match=r"model_tensor\.onnx is missing"):
         load_bundle(d)
+
+
+def _monitoring() -> dict[str, Any]:
+    bins = {"edges": [1.0, 2.0], "expected": [0.25, 0.5, 0.25]}
+    return {
+        "reference": {"rows": 100, "features": {"TX_AMOUNT": dict(bins)}, "score": dict(bins),
+                      "excluded": ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]},
+        "calibration": {"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.0, 0.2, 0.9]},
+        "expected_alert_rate": 0.01,
+        "expected_precision": 0.5,
+    }
+
+
+def _with_monitoring(tmp_path: Path, block: dict[str, Any]) -> Path:
+    d = _bundle(tmp_path)
+    seal(d, {**json.loads((d / MANIFEST).read_text()), "monitoring": block})
+    return d
+
+
+def test_bundle_without_a_monitoring_block_loads_with_none(tmp_path: Path) -> None:
+    assert load_bundle(_bundle(tmp_path)).monitoring is None
+
+
+def test_monitoring_block_is_parsed_at_load(tmp_path: Path) -> None:
+    m = load_bundle(_with_monitoring(tmp_path, _monitoring())).monitoring
+    assert m is not None and list(m.features) == ["TX_AMOUNT"] and m.rows == 100
+    assert m.excluded == ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")
+    assert m.calibration([0.25, 2.0]).tolist() == [0.1, 0.9]
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    *parents, leaf = path.split(".")
+
+    def change(block: dict[str, Any]) -> None:
+        for key in parents:
+            block = block[key]
+        if value is _DROP:
+            del block[leaf]
+        else:
+            block[leaf] = value
+
+    return change
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (_set("reference.features.TX_AMOUNT.expected", [0.5, 0.5, 0.5]), r"'TX_AMOUNT'.*sum to 1"),
+    (_set("reference.features.TX_AMOUNT.edges", [2.0, 1.0]), r"'TX_AMOUNT'.*finite and increasing"),
+    (_set("reference.score.edges", [1.0]), r"'score'.*1 edges need 2 shares"),
+    (_set("reference.features.NO_SUCH_FEATURE", {"edges": [], "expected": [1.0]}), "unknown features"),
+    (_set("calibration.y", [0.0, 0.2, 1.5]), r"y must be probabilities in \[0, 1\]"),
+    (_set("calibration.x", [0.0, 1.0, 0.5]), "x must be increasing"),
+    (_set("calibration", {"x": [0.0, 1.0]}), "calibration is malformed"),
+    (_set("expected_alert_rate", _DROP), "monitoring block is malformed.*expected_alert_rate"),
+])
+def test_malformed_monitoring_block_is_refused_at_load(tmp_path: Path, change: Callable[[dict[str, Any]], None],
+                                                       message: str) -> None:
+    block = _monitoring()
+    change(block)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(_with_monitoring(tmp_path, block))
