@@ -92,7 +92,8 @@ _TIMING = _sub("when the record was seen, epoch ms (wall clock of the worker hos
 
 SCORE = _obj(
     "Score",
-    "Topics `scores` (every transaction) and `fraud-flags` (only flag = true). key = tx_id.",
+    "Topic `scores`: every transaction, flag true or false. key = tx_id. A flagged transaction also goes to "
+    "`fraud-flags` as a `Flag` message: these fields plus its `explanation`, which the scores topic never carries.",
     {
         "schema_version": _SCHEMA_VERSION,
         "tx_id": _id("transaction id"),
@@ -107,6 +108,35 @@ SCORE = _obj(
         "worker_id": {"type": "string", "minLength": 1},
         "timing": _TIMING,
     },
+)
+
+_REASON = _sub("a feature that raised the score", {
+    "feature": {"type": "string", "minLength": 1, "description": "the feature's name (FeatureVector.json)"},
+    "value": {"type": "number", "description": "the feature's value in the transaction's row (float32)"},
+    "contribution": {"type": "number", "exclusiveMinimum": 0,
+                     "description": "its TreeSHAP contribution to the raw score, log-odds (> 0: it raised the score)"},
+})
+_EXPLANATION = _sub(
+    "why the transaction was flagged: TreeSHAP from the bundle's LightGBM model (pred_contrib), in log-odds. "
+    "raw_score = bias + the sum of EVERY feature's contribution (the reasons list only the largest positive "
+    "ones), and score = sigmoid(raw_score) up to float32 rounding. Absent when the worker runs with --reasons 0 "
+    "(or, logged, when explaining failed): a flag is never held back for want of its reasons.", {
+        "raw_score": {"type": "number", "description": "the model's raw score (log-odds) of the transaction"},
+        "bias": {"type": "number",
+                 "description": "the expected raw score over the training data (TreeSHAP's base value)"},
+        "reasons": {"type": "array", "items": _REASON,
+                    "description": "the features that pushed the score up most, largest contribution first: at "
+                                   "most --reasons of them (3 by default), fewer when fewer contributions are "
+                                   "positive"},
+    })
+
+FLAG = _obj(
+    "Flag",
+    "Topic `fraud-flags`: a flagged transaction's Score message (flag = true) with its reason codes in "
+    "`explanation`. key = tx_id. raw_score and bias sit in `explanation` beside the reasons rather than at the "
+    "top level: they exist exactly when it does, and they sum with the contributions.",
+    {**SCORE["properties"], "flag": {"const": True}, "explanation": _EXPLANATION},
+    required=SCORE["required"],
 )
 
 _HIST: JsonSchema = _sub("an HdrHistogram, mergeable across workers", {
@@ -175,6 +205,7 @@ ALL: dict[str, JsonSchema] = {
     "Transaction": TRANSACTION,
     "Label": LABEL,
     "Score": SCORE,
+    "Flag": FLAG,
     "LatencyStats": LATENCY_STATS,
     "DeadLetter": DEAD_LETTER,
 }

@@ -1,8 +1,9 @@
 """``python -m workers``: start-up checks, then the Faust worker.
 
 Checks before anything consumes: the settings parse, the health/metrics port (--metrics-port) is
-free, the bundle exists and verifies (checksums, signature when required, feature version), ONNX
-Runtime loads it with the requested provider and graph (--graph tensor needs a bundle with the
+free, the bundle exists and verifies (checksums, signature when required, feature version), its
+native LightGBM model loads when flags carry reason codes (--reasons, ``workers/explain.py``), ONNX
+Runtime loads its graph with the requested provider (--graph tensor needs a bundle with the
 tensorized graph), its input has the expected shape and a warm-up batch scores, the broker
 answers and the topics exist (created when missing). Any failure exits non-zero with one line
 naming the problem.
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics_socket = bind(s.metrics_host, s.metrics_port)  # a port in use is refused here, before Kafka
         bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
+        from workers.explain import load_explainer
+
+        explainer = load_explainer(bundle, s.reasons)  # its native model: loaded now, refused now
         from workers.config import GPU_BATCH_SIZE
         from workers.score import GPU_PROVIDERS, Scorer
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from workers.app import create_app
 
-    app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket)
+    app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket, explainer=explainer)
     tune_gc()
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     try:

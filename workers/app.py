@@ -34,6 +34,7 @@ from schemas.bundle import Bundle
 from workers.config import Settings
 from workers.consume import DirectConsumer
 from workers.errors import ComponentDied, WorkerError
+from workers.explain import Explainer
 from workers.health import Health, Server, Supervisor, make_app
 from workers.labels import LabelAggregator
 from workers.metrics import Metrics
@@ -68,7 +69,7 @@ class Worker:
     """The components of one worker and their lifecycle, wired into a Faust app."""
 
     def __init__(self, s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
-                 metrics_socket: socket.socket | None) -> None:
+                 metrics_socket: socket.socket | None, explainer: Explainer | None = None) -> None:
         self.s, self.bundle, self.scorer = s, bundle, scorer
         self.table = TerminalTable(partitions[s.topics.transactions], partitions[s.topics.labels])
         self.metrics = Metrics()
@@ -79,7 +80,7 @@ class Worker:
         self.metrics.set_model(bundle.model_version,
                                str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
                                scorer.provider, str(getattr(scorer, "graph", "tree")))
-        self.runner = Runner(s, bundle, scorer, self.table, self.publisher, self.metrics)
+        self.runner = Runner(s, bundle, scorer, self.table, self.publisher, self.metrics, explainer)
         self.labels = LabelAggregator(s, self.table, self.publisher, self.runner.stats, self.metrics,
                                       self.runner.stream_clock, self.reader.caught_up)
         self.watchdog = Watchdog(s.stall_after_s)
@@ -233,10 +234,10 @@ class Worker:
 
 
 def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
-               metrics_socket: socket.socket | None = None) -> faust.App:
+               metrics_socket: socket.socket | None = None, explainer: Explainer | None = None) -> faust.App:
     (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
     app = faust_app(s)
-    w = Worker(s, bundle, scorer, partitions, metrics_socket)
+    w = Worker(s, bundle, scorer, partitions, metrics_socket, explainer)
     app.task(w.start)
     app.task(w.serve_health)
     app.on_before_shutdown.connect(w.stop_health)  # type: ignore[arg-type]

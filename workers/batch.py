@@ -29,6 +29,7 @@ from schemas.features import (
 )
 from schemas.messages import SCHEMA_VERSION
 from schemas.validate import Reject, Tx, decode_transaction
+from workers.explain import Explanation
 from workers.state import Partial, TxPartition
 from workers.terminals import TerminalTable
 
@@ -230,6 +231,12 @@ class _Score(msgspec.Struct):
     timing: _Timing
 
 
+class _Flag(_Score):
+    """The Flag message (schemas/json/Flag.schema.json): the Score message and why (``workers.explain``)."""
+
+    explanation: Explanation
+
+
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -241,6 +248,16 @@ def score_messages(ready: list[Admitted], scores: npt.NDArray[np.float32], thres
                       score, threshold, score >= threshold, model_version, worker_id,
                       _Timing(a.record.timestamp, a.record.consumed_at, scored_at))
                for a, score in zip(ready, scores.tolist(), strict=True)]
+    return _ENCODER.encode_lines(structs).split(b"\n")[:-1] if structs else []
+
+
+def flag_messages(flagged: list[Admitted], scores: npt.NDArray[np.float32], explanations: list[Explanation],
+                  threshold: float, model_version: str, worker_id: str, scored_at: int) -> list[bytes]:
+    """The flags of a batch with their explanations, encoded in one call (as ``score_messages``)."""
+    structs = [_Flag(SCHEMA_VERSION, a.tx.tx_id, a.tx.customer_id, a.tx.terminal_id, a.tx.ts, a.tx.cents / 100,
+                     score, threshold, score >= threshold, model_version, worker_id,
+                     _Timing(a.record.timestamp, a.record.consumed_at, scored_at), e)
+               for a, score, e in zip(flagged, scores.tolist(), explanations, strict=True)]
     return _ENCODER.encode_lines(structs).split(b"\n")[:-1] if structs else []
 
 

@@ -77,6 +77,7 @@ class Settings:
     watchdog_interval_s: float = 5.0
     stall_after_s: float = 30.0
     drain_timeout_s: float = 10.0
+    reasons: int = 3               # reason codes per flag (workers/explain.py); 0: none, LightGBM not loaded
     test_hooks: bool = False       # env FRAUDSTREAM_TEST_HOOKS=1: POST /debug/pause|resume (tests only)
 
 
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--retention-days", "FRAUDSTREAM_RETENTION_DAYS", 40.0,
         "retention of created source topics (must cover the 37-day state horizon)", non_negative_float)
     add(p, "--scores", "FRAUDSTREAM_SCORES", True, "publish every score to the scores topic", flag)
+    add(p, "--reasons", "FRAUDSTREAM_REASONS", 3,
+        "reason codes per flag: the features with the largest positive TreeSHAP contributions (LightGBM's "
+        "pred_contrib on the flagged rows only, about 1 ms a flag); 0: flags carry no explanation", non_negative_int)
     add(p, "--batch-size", "FRAUDSTREAM_BATCH_SIZE", "auto",
         f"maximum records per inference batch; auto: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} with a CUDA or "
         f"TensorRT provider", batch_size)
@@ -174,6 +178,13 @@ def positive_float(value: str) -> float:
     return x
 
 
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"must be >= 0, got {n}")
+    return n
+
+
 def batch_size(value: str) -> int:
     """``auto`` (0) or a positive number of records."""
     return 0 if value.strip().lower() == "auto" else positive_int(value)
@@ -230,7 +241,7 @@ def parse(argv: list[str] | None = None) -> Settings:
         session_timeout_s=a.session_timeout_s, auth=KafkaAuth.from_env(),
         commit_interval_ms=a.commit_interval_ms, latency_target_ms=a.latency_target_ms,
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
-        stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, graph=a.graph,
+        stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, reasons=a.reasons, graph=a.graph,
         batch_size_auto=a.batch_size == 0,
         test_hooks=os.environ.get("FRAUDSTREAM_TEST_HOOKS", "") == "1",
     )

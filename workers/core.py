@@ -25,8 +25,18 @@ import numpy.typing as npt
 
 from schemas.features import DAY_MS
 from schemas.validate import Reject
-from workers.batch import Admitted, Record, admit_batch, dead_letter_headers, feature_rows, needed_day, score_messages
+from workers.batch import (
+    Admitted,
+    Record,
+    admit_batch,
+    dead_letter_headers,
+    feature_rows,
+    flag_messages,
+    needed_day,
+    score_messages,
+)
 from workers.config import Settings, Topics
+from workers.explain import Explainer
 from workers.ports import Out
 from workers.state import Partial, TxPartition
 from workers.terminals import TerminalTable
@@ -88,8 +98,9 @@ class Outputs:
 
 
 class Core:
-    def __init__(self, cfg: CoreConfig, table: TerminalTable) -> None:
+    def __init__(self, cfg: CoreConfig, table: TerminalTable, explainer: Explainer | None = None) -> None:
         self.cfg, self.table = cfg, table
+        self.explainer = explainer  # None: flags are the score messages, with no explanation
         self.states: dict[int, TxPartition] = {}
         self.pending: dict[int, deque[Pending]] = {}
 
@@ -172,18 +183,35 @@ class Core:
         c, t = self.cfg, self.cfg.topics
         values = score_messages(d.ready, scores, c.threshold, c.model_version, c.worker_id, scored_at)
         flags = scores >= c.threshold
+        flag_values = iter(self._flag_values(d, scores, flags, values, scored_at))
         out: list[Out] = []
         for a, value, flag in zip(d.ready, values, flags.tolist(), strict=True):
             key = a.tx.tx_id.encode()
             if c.scores_enabled:
                 out.append((t.scores, key, value, None))
             if flag:
-                out.append((t.flags, key, value, None))
+                out.append((t.flags, key, next(flag_values), None))
         scored = len(out)
         for rec, reject in d.dead:
             out.append((t.dlq, rec.key, rec.value or b"",
                         dead_letter_headers(rec.partition, rec.offset, reject, t.transactions, c.worker_id)))
         return Outputs(out, scored, int(flags.sum()))
+
+    def _flag_values(self, d: Decision, scores: F32, flags: npt.NDArray[np.bool_], values: list[bytes],
+                     scored_at: int) -> list[bytes]:
+        """The flag messages, in row order: with their explanations when the core has an explainer (on the
+        flagged rows only: a batch without flags explains nothing), else the score messages themselves."""
+        rows = np.flatnonzero(flags)
+        if self.explainer is None or len(rows) == 0:
+            return [values[i] for i in rows.tolist()]
+        try:
+            explanations = self.explainer.explain(d.rows[rows])
+        except Exception:  # a flag is never held back for want of its reasons (the schema allows none)
+            log.exception("explaining %d flags failed: they go out without reason codes", len(rows))
+            return [values[i] for i in rows.tolist()]
+        c = self.cfg
+        return flag_messages([d.ready[i] for i in rows.tolist()], scores[rows], explanations, c.threshold,
+                             c.model_version, c.worker_id, scored_at)
 
     # -- idle partitions -------------------------------------------------------------------------
 

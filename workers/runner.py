@@ -29,6 +29,7 @@ from schemas.errors import ScoringError
 from workers.batch import Record
 from workers.config import Settings
 from workers.core import Core, CoreConfig, Decision, Outputs, Pending
+from workers.explain import Explainer
 from workers.metrics import Metrics
 from workers.ports import ScorerPort, SinkPort
 from workers.services import publish_tx_closures, rebuild_partition
@@ -57,10 +58,10 @@ class InFlight:
 
 class Runner:
     def __init__(self, s: Settings, bundle: Bundle, scorer: ScorerPort, table: TerminalTable, publisher: SinkPort,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, explainer: Explainer | None = None) -> None:
         self.s, self.bundle, self.scorer, self.table, self.publisher = s, bundle, scorer, table, publisher
         self.metrics = metrics if metrics is not None else Metrics()
-        self.core = Core(CoreConfig.of(s, bundle.threshold, bundle.model_version), table)
+        self.core = Core(CoreConfig.of(s, bundle.threshold, bundle.model_version), table, explainer)
         # Per partition, the offset after the last record whose outputs were acknowledged (the
         # watchdog's "processed"); from the first record seen after the assignment until then.
         self.processed: dict[int, int] = {}

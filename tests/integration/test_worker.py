@@ -9,16 +9,20 @@ are dead-lettered with reasons; a graceful restart mid-stream changes no score.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jsonschema
+import lightgbm as lgb
 import numpy as np
 import orjson
 import pytest
 
 from ops.loadgen.replay import TX, Event, events, produce
-from schemas.messages import DEAD_LETTER, LATENCY_STATS, SCORE
+from schemas.bundle import Bundle
+from schemas.messages import DEAD_LETTER, FLAG, LATENCY_STATS, SCORE
 from tests.integration.harness import Run, consume_all, expected_scores, stop, wait_for_scores
-from trainer.simulate import History, Labels
+from tests.workers.test_explain import logit, logit_tolerance
+from trainer.simulate import History, Labels, history_features
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +86,10 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
         validator.validate({k: v for k, v in s.items() if k != "_record_ts"})
         assert s["flag"] == (float(s["score"]) >= threshold)  # type: ignore[arg-type]
     flagged = {str(s["tx_id"]) for s in scores if s["flag"]}
-    flag_ids = {orjson.loads(f.value)["tx_id"] for f in consume_all(run.bootstrap, run.topics["flags"],  # type: ignore[attr-defined]
-                                                                    len(flagged), 30)}
-    assert flags and flag_ids == flagged
+    flag_msgs = [orjson.loads(f.value) for f in consume_all(run.bootstrap, run.topics["flags"],  # type: ignore[attr-defined]
+                                                             len(flagged), 30)]
+    assert flags and {m["tx_id"] for m in flag_msgs} == flagged
+    check_reasons(flag_msgs, h, lab, run.bundle)
     reasons = sorted(dict(d.headers)["dlq.reason"].decode() for d in dlq)  # type: ignore[attr-defined]
     assert reasons == sorted(r for _, _, r in MALFORMED)
     assert {d.value for d in dlq} == {v for _, v, _ in MALFORMED}  # type: ignore[attr-defined]
@@ -104,6 +109,30 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
     assert total_in == n_tx + len(MALFORMED)
     assert sum(st["counts"]["scored"] + st["counts"]["dead_lettered"] for st in stats) == total_in
     assert np.mean([float(s["score"]) for s in scores]) > 0  # type: ignore[arg-type]
+
+
+def check_reasons(flags: list[dict[str, Any]], h: History, lab: Labels, bundle: Bundle) -> None:
+    """Every flag carries the worker's default 3 reasons: the largest positive TreeSHAP contributions of the
+    offline features of its transaction, and those, the unlisted features' contributions and the bias sum to
+    the logit of its score (``logit_tolerance``: float32 sums and sigmoid in ONNX Runtime)."""
+    assert bundle.lgb_path is not None
+    booster = lgb.Booster(model_file=str(bundle.lgb_path))
+    row = {t: i for i, t in enumerate(h.tx_id.tolist())}
+    x = history_features(h, lab)[[row[m["tx_id"]] for m in flags]]
+    contrib = booster.predict(x, pred_contrib=True)
+    validator = jsonschema.Draft202012Validator(FLAG)
+    names = booster.feature_name()
+    for m, c, v in zip(flags, contrib, x, strict=True):
+        validator.validate(m)
+        e, p = m["explanation"], np.float32(m["score"])
+        top = [j for j in np.argsort(-c[:-1], kind="stable")[:3] if c[j] > 0]
+        assert [(r["feature"], r["value"]) for r in e["reasons"]] == [(names[j], float(v[j])) for j in top]
+        assert np.allclose([r["contribution"] for r in e["reasons"]], c[top], rtol=0, atol=1e-9)
+        listed = {names.index(r["feature"]) for r in e["reasons"]}
+        rest = sum(c[j] for j in range(len(names)) if j not in listed)
+        total = sum(r["contribution"] for r in e["reasons"]) + rest + e["bias"]
+        assert abs(total - logit(p)) <= logit_tolerance(p), (m["tx_id"], total, float(logit(p)))
+        assert abs(total - e["raw_score"]) <= 1e-6
 
 
 def test_graceful_restart_mid_stream_changes_no_score(run: Run, history: tuple[History, Labels]) -> None:
