@@ -8,7 +8,8 @@ markdown table, ``report.json`` and the plots (``ops.bench.plots``).
   output of each transaction (``ops.bench.stats.join_latency``);
 - flags against the simulator's ground truth (``is_fraud`` per tx_id): a flag is a true positive
   when the transaction is a fraud; recall counts every fraud *sent*, so a fraud that was never
-  scored counts as missed.
+  scored counts as missed;
+- why the top flags: the reason codes (``explanation``) of the highest-scored flags of the load phase.
 """
 
 from __future__ import annotations
@@ -80,6 +81,36 @@ def summarize(sent: Mapping[str, int], scores: Sequence[Output], flags: Sequence
         # The flags topic holds exactly the scores with flag = true.
         "flags_match_scores": flag_ids == flagged_by_score,
     }
+
+
+def top_flags(flags: Iterable[Mapping[str, Any]], truth: Mapping[str, bool], n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` highest-scored flag messages (the first of each tx_id) with their reason codes, if any."""
+    first: dict[str, Mapping[str, Any]] = {}
+    for m in flags:
+        first.setdefault(str(m["tx_id"]), m)
+    ranked = sorted(first.values(), key=lambda m: (-float(m["score"]), str(m["tx_id"])))[:n]
+    return [{"tx_id": str(m["tx_id"]), "score": float(m["score"]), "fraud": truth.get(str(m["tx_id"])),
+             "explanation": m.get("explanation")} for m in ranked]
+
+
+def _reasons_text(explanation: Mapping[str, Any] | None) -> str:
+    if not explanation:
+        return "none (the worker ran with --reasons 0)"
+    text = "; ".join(f"{r['feature']} = {r['value']:,.6g} (+{r['contribution']:.2f})" for r in explanation["reasons"])
+    return f"{text or '-'}; bias {explanation['bias']:.2f}, raw score {explanation['raw_score']:.2f}"
+
+
+def why_flags(top: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's lines on the top flags (``top_flags``); none when there were no flags."""
+    if not top:
+        return []
+    fraud = {True: "yes", False: "no"}
+    table = markdown_table([{"tx": f["tx_id"], "score": f["score"], "fraud": fraud.get(f["fraud"], "?"),
+                             "why": _reasons_text(f["explanation"])} for f in top],
+                           [("tx", "transaction", ""), ("score", "score", ".4f"), ("fraud", "fraud", ""),
+                            ("why", "reasons", "")])
+    return ["Why the top flags of the load phase (reason codes: the features that raised the score most, their "
+            "value and TreeSHAP contribution in log-odds):", "", table, ""]
 
 
 def dead_letters(reasons: Iterable[str]) -> dict[str, Any]:
@@ -165,6 +196,7 @@ def markdown(r: dict[str, Any]) -> str:
             markdown_table(rows(r), [("what", "measure", ""), ("value", "value", "")]), ""]
     if not r["load"]["flags_match_scores"]:
         head += ["**The flags topic does not hold exactly the scores with flag = true.**", ""]
+    head += why_flags(r.get("top_flags", []))
     head += ["Time: live (`ops.loadgen --live`): the warm-up history was shifted to end when the load began and "
              "sent at once; each transaction of the load phase carries event time = the wall clock when it was "
              "sent, and labels were sent at their report times.",

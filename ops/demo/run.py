@@ -25,7 +25,7 @@ from ops.bench import kafka_io
 from ops.bench.run import stage_latencies
 from ops.bench.stats import join_latency, percentiles
 from ops.bench.workers_run import WorkerSet, cpu_seconds, die_with_parent, terminate
-from ops.demo.report import Output, dead_letters, series, summarize, worker_facts, write
+from ops.demo.report import Output, dead_letters, series, summarize, top_flags, worker_facts, write
 from ops.loadgen.live import first_index_of_day
 from schemas.bundle import Bundle, load_bundle
 from schemas.errors import FraudstreamError
@@ -316,7 +316,8 @@ class Demo:
             event_ts.setdefault(str(m["tx_id"]), int(m["ts"]))
         raw = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("scores"))]
         scores = [_output(ts, m) for ts, m in raw]
-        flags = [_output(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("flags"))]
+        flag_msgs = [(ts, orjson.loads(v)) for ts, _, v in kafka_io.read_topic(boot, self.topic("flags"))]
+        flags = [_output(ts, m) for ts, m in flag_msgs]
         dlq = [dict(r.headers or []).get("dlq.reason", b"?").decode(errors="replace")
                for r in kafka_io.read_records(boot, self.topic("dlq"))]
         stats = [orjson.loads(v) for _, _, v in kafka_io.read_topic(boot, self.topic("stats"))]
@@ -340,6 +341,7 @@ class Demo:
         self.plot_data = ([float(v) for v in lat.values()],
                           series(sorted(load_in.values()), [o.ts for o in scores if o.tx_id in load_in]))
         return {"load": load, "warmup": warm, "dead_letters": dead_letters(dlq),
+                "top_flags": top_flags((m for _, m in flag_msgs if m["tx_id"] in load_in), truth),
                 "workers": {**worker_facts(stats, self._ready_lines()), "count": self.a.workers}}
 
     def _ready_lines(self) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from ops.bench.kafka_io import delete_topics, read_topic
-from ops.demo.report import Output, exactly_once, flag_quality, summarize
+from ops.demo.report import Output, exactly_once, flag_quality, summarize, top_flags, why_flags
 from ops.demo.run import REPORT_FILES, SIZES
 from schemas.bundle import Bundle
 from trainer.simulate import SimConfig, simulate
@@ -80,6 +80,21 @@ def test_precision_recall_and_exactly_once_on_a_known_case() -> None:
     s = summarize({"a": 5, "b": 5, "c": 5}, outs, [Output("a", 10, 0.9, True)], truth)
     assert s["latency_ms"]["n"] == 2 and s["latency_ms"]["max"] == 6.0  # first output of each: 10-5, 11-5
     assert s["tp"] == 1 and s["flags"] == 1 and s["flags_match_scores"]
+
+
+def test_the_top_flags_show_their_reasons() -> None:
+    why = {"raw_score": 2.5, "bias": -3.0, "reasons": [
+        {"feature": "TERMINAL_ID_RISK_7DAY_WINDOW", "value": 0.5, "contribution": 4.25},
+        {"feature": "TX_AMOUNT", "value": 1234.5, "contribution": 1.0}]}
+    flags = [{"tx_id": "a", "score": 0.7}, {"tx_id": "b", "score": 0.92, "explanation": why},
+             {"tx_id": "b", "score": 0.92, "explanation": why}, {"tx_id": "c", "score": 0.5}]
+    top = top_flags(flags, {"a": False, "b": True}, n=2)
+    assert [(f["tx_id"], f["fraud"]) for f in top] == [("b", True), ("a", False)]
+    text = "\n".join(why_flags(top))
+    assert "| b | 0.9200 | yes | TERMINAL_ID_RISK_7DAY_WINDOW = 0.5 (+4.25); TX_AMOUNT = 1,234.5 (+1.00); " \
+           "bias -3.00, raw score 2.50 |" in text
+    assert "| a | 0.7000 | no | none (the worker ran with --reasons 0) |" in text
+    assert why_flags([]) == []
 
 
 def test_sizes_are_the_trainers() -> None:
@@ -140,6 +155,8 @@ def test_demo_reports_what_the_topics_hold_and_leaves_nothing_running(
         lat = rl["latency_ms"]
         assert lat["n"] == n and 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert rl["scored_per_s"] > 0
+        assert r["top_flags"] and all(f["tx_id"] in flags and f["explanation"]["reasons"] for f in r["top_flags"])
+        assert "Why the top flags" in (out / "report.md").read_text()
         assert r["dead_letters"]["count"] == 0 and r["dead_letters"]["reasons"] == {}
         assert r["workers"]["providers"] and r["workers"]["model_versions"] == [bundle.model_version]
         assert r["broker"] == {"bootstrap": kafka_bootstrap, "kind": "reused"}
