@@ -153,6 +153,56 @@ def _dist(desc: str) -> JsonSchema:
                        "p99": _NONNEG, "max": _NONNEG, "mean": _NONNEG, "histogram": _HIST})
 
 
+_COUNT: JsonSchema = {"type": "integer", "minimum": 0}
+_DRIFT_WINDOW = _sub(
+    "scored rows of one window counted into the bundle's reference bins (workers/drift.py). Windows of the same "
+    "event-time hour or day from several workers merge by adding their counts (PSI of the sum against the "
+    "bundle's shares: schemas.drift.psi)", {
+        "window": {"type": "string", "enum": ["interval", "hour", "day"],
+                   "description": "interval: rows scored in the stats interval (wall clock); hour, day: rows whose "
+                                  "event time is in that UTC hour or day"},
+        "start": {"type": "integer", "description": "epoch ms (event time for hour and day)"},
+        "end": {"type": "integer", "description": "epoch ms, exclusive"},
+        "rows": _COUNT,
+        "flags": _COUNT,
+        "alert_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                       "description": "flags / rows (null: no rows), beside drift.expected_alert_rate"},
+        "psi": {"type": "object", "additionalProperties": {"type": ["number", "null"], "minimum": 0},
+                "description": "PSI against the reference per monitored feature and `score` (null: no rows); "
+                               "> 0.1 worth a look, > 0.25 a shift"},
+        "counts": {"type": "object", "additionalProperties": {"type": "array", "items": _COUNT},
+                   "description": "rows per reference bin, per monitored feature and `score`"},
+        "forced": {"type": "boolean", "description": "closed before the watermark passed its end, to bound the "
+                                                      "open windows (see workers/drift.py)"},
+    })
+_DRIFT: JsonSchema = {
+    "type": "object",
+    "description": "drift monitoring: the interval's window, and the event-time hours and days closed since the "
+                   "last message (an hour or day closes when the worker's event-time watermark passes its end). "
+                   "Only `enabled` and `reason` when off (--drift false, or a bundle without a monitoring block)",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "description": "why drift is not monitored (null when it is)"},
+        "threshold": {**_PROB, "description": "the bundle's decision threshold (flag = score >= threshold)"},
+        "expected_alert_rate": {**_PROB, "description": "the bundle's: validation rows at or over the threshold"},
+        "watermark": {"type": ["integer", "null"], "description": "event time, epoch ms, that closed windows end "
+                                                                  "by (null: not known yet)"},
+        "interval": _DRIFT_WINDOW,
+        "closed": {"type": "array", "items": _DRIFT_WINDOW, "description": "hours and days closed since the last "
+                                                                           "message, by end"},
+        "open": {"type": "object", "additionalProperties": _COUNT, "description": "windows still open, per kind"},
+        "late_rows": {"type": "object", "additionalProperties": _COUNT,
+                      "description": "rows whose window (per kind) had closed when they were scored: not counted"},
+        "dropped_windows": {**_COUNT, "description": "closed windows not published: more closed in one interval "
+                                                    "than a message carries (the oldest go)"},
+    },
+    "required": ["enabled", "reason"],
+    "if": {"properties": {"enabled": {"const": True}}},
+    "then": {"required": ["threshold", "expected_alert_rate", "watermark", "interval", "closed", "open", "late_rows",
+                          "dropped_windows"]},
+    "additionalProperties": False,
+}
+
 LATENCY_STATS = _obj(
     "LatencyStats",
     "Topic `latency-stats`: one summary per worker per interval. key = worker_id. "
@@ -177,6 +227,7 @@ LATENCY_STATS = _obj(
         "inference_ms": _dist("ONNX Runtime run time per batch"),
         "provider": {"type": "string", "description": "the execution provider the session actually loaded"},
         "model_version": {"type": "string"},
+        "drift": _DRIFT,
     },
 )
 

@@ -78,6 +78,7 @@ class Settings:
     stall_after_s: float = 30.0
     drain_timeout_s: float = 10.0
     reasons: int = 3               # reason codes per flag (workers/explain.py); 0: none, LightGBM not loaded
+    drift: bool = True             # count scored rows into the bundle's reference bins (workers/drift.py)
     test_hooks: bool = False       # env FRAUDSTREAM_TEST_HOOKS=1: POST /debug/pause|resume (tests only)
 
 
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--reasons", "FRAUDSTREAM_REASONS", 3,
         "reason codes per flag: the features with the largest positive TreeSHAP contributions (LightGBM's "
         "pred_contrib on the flagged rows only, about 1 ms a flag); 0: flags carry no explanation", non_negative_int)
+    add(p, "--drift", "FRAUDSTREAM_DRIFT", True,
+        "drift monitoring: scored rows counted into the bundle's reference bins per stats interval, event-time "
+        "hour and day; PSI and alert rate in latency-stats and /metrics (a bundle without a monitoring block: off, "
+        "logged); --drift false: off", flag, nargs="?", const=True)
     add(p, "--batch-size", "FRAUDSTREAM_BATCH_SIZE", "auto",
         f"maximum records per inference batch; auto: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} with a CUDA or "
         f"TensorRT provider", batch_size)
@@ -243,5 +248,6 @@ def parse(argv: list[str] | None = None) -> Settings:
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
         stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, reasons=a.reasons, graph=a.graph,
         batch_size_auto=a.batch_size == 0,
+        drift=a.drift,
         test_hooks=os.environ.get("FRAUDSTREAM_TEST_HOOKS", "") == "1",
     )

@@ -16,6 +16,12 @@ The names are a contract (the Grafana dashboard queries them):
 - ``fraudstream_assigned_partitions``, ``fraudstream_stalled_partitions``: from the same sample
 - ``fraudstream_ready``: 1 when ``/readyz`` answers 200, read at scrape time
 - ``fraudstream_model_info{model_version,feature_version,provider,graph}`` = 1
+- ``fraudstream_drift_psi{feature,window}``: PSI against the bundle's reference bins of each monitored
+  feature (the score as ``feature="score"``) over the last closed event-time ``hour`` / ``day``
+  (``workers/drift.py``); ``fraudstream_alert_rate{window}``: flags / rows of the same window (and of the
+  last stats ``interval``), ``fraudstream_drift_rows{window}``: its rows; ``fraudstream_expected_alert_rate``:
+  the bundle's (validation rows at or over the threshold). Without drift monitoring: no drift series, and
+  the expected alert rate reads 0.
 
 Hot path: counters move once per batch (``inc(n)``), batch size and inference time are one
 ``observe`` per ONNX Runtime call, and the per-transaction latencies of a batch are bucketed with
@@ -26,8 +32,8 @@ and walks the buckets in Python for every value, about a microsecond each.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +58,8 @@ NAMES = (
     "fraudstream_stalled_partitions", "fraudstream_ready", "fraudstream_model_info",
     "fraudstream_labels_consumed_total", "fraudstream_label_dead_letters_total",
     "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
-    "fraudstream_dead_letter_stubs_total",
+    "fraudstream_dead_letter_stubs_total", "fraudstream_drift_psi", "fraudstream_alert_rate",
+    "fraudstream_expected_alert_rate", "fraudstream_drift_rows",
 )
 
 
@@ -129,6 +136,15 @@ class Metrics:
                              "stub (key and dead-letter headers, empty value)", registry=r)
         self.state = Gauge("fraudstream_state_entries", "entries in each per-key state structure of the worker",
                            ["structure"], registry=r)
+        self.drift_psi = Gauge("fraudstream_drift_psi", "PSI of a monitored feature (feature=\"score\": the score) "
+                               "against the bundle's reference bins, over the last closed event-time window",
+                               ["feature", "window"], registry=r)
+        self.alert_rate = Gauge("fraudstream_alert_rate", "flags / scored rows of the last closed event-time window "
+                                "(interval: the last stats interval)", ["window"], registry=r)
+        self.expected_alert_rate = Gauge("fraudstream_expected_alert_rate", "the bundle's expected alert rate "
+                                         "(validation rows at or over the threshold)", registry=r)
+        self.drift_rows = Gauge("fraudstream_drift_rows", "scored rows of the last closed event-time window "
+                                "(interval: the last stats interval)", ["window"], registry=r)
         self._lag_partitions: set[int] = set()
 
     # --- the hot path: once per batch -------------------------------------------------------------
@@ -185,6 +201,25 @@ class Metrics:
     def set_state(self, sizes: dict[str, int]) -> None:
         for name, n in sizes.items():
             self.state.labels(name).set(n)
+
+    def set_expected_alert_rate(self, rate: float) -> None:
+        self.expected_alert_rate.set(rate)
+
+    def set_drift(self, drift: Mapping[str, Any]) -> None:
+        """From a stats message's ``drift`` object: the interval, and the last hour and day it closed."""
+        if not drift.get("enabled"):
+            return
+        windows = [drift["interval"], *drift["closed"]]  # later windows of a kind overwrite earlier ones
+        for w in windows:
+            kind = w["window"]
+            self.drift_rows.labels(kind).set(w["rows"])
+            if w["alert_rate"] is not None:
+                self.alert_rate.labels(kind).set(w["alert_rate"])
+            if kind == "interval":
+                continue
+            for feature, psi in w["psi"].items():
+                if psi is not None:
+                    self.drift_psi.labels(feature, kind).set(psi)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

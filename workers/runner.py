@@ -26,9 +26,11 @@ import numpy.typing as npt
 
 from schemas.bundle import Bundle
 from schemas.errors import ScoringError
+from schemas.features import DAY_MS
 from workers.batch import Record
 from workers.config import Settings
 from workers.core import Core, CoreConfig, Decision, Outputs, Pending
+from workers.drift import DriftMonitor, drift_off
 from workers.explain import Explainer
 from workers.metrics import Metrics
 from workers.ports import ScorerPort, SinkPort
@@ -68,12 +70,41 @@ class Runner:
         self.stats = StatsWindow()
         self.threshold = bundle.threshold
         self.model_version = bundle.model_version
+        self.drift, self.drift_off_reason = self._drift_monitor()
         self.rebuilds: list[tuple[int, int, float]] = []  # (partition, records replayed, seconds)
         self.lock = asyncio.Lock()
         # Set when a flush may decide something new (a record was queued, a watermark of the terminal
         # table moved) or an in-flight batch was acknowledged. The flusher waits on it.
         self.wake = asyncio.Event()
         table.on_mark = self.wake.set
+
+    def _drift_monitor(self) -> tuple[DriftMonitor | None, str]:
+        """The drift monitor, or None and why (logged once: a worker without one still scores)."""
+        if not self.s.drift:
+            reason = "off (--drift false)"
+        elif (m := self.bundle.monitoring) is None:
+            reason = "the bundle carries no monitoring block (re-train it to monitor drift)"
+        else:
+            self.metrics.set_expected_alert_rate(m.expected_alert_rate)
+            return DriftMonitor(m, self.threshold, now_ms()), ""
+        log.info("drift monitoring: %s", reason)
+        return None, reason
+
+    def drift_watermark(self) -> int | None:
+        """The event time before which this worker expects no more rows: the oldest of its partitions'
+        clocks (newest event time less the lateness; a partition admits nothing older), or the start of the
+        day after the last one every partition closed (the table: quiet partitions included), the later."""
+        clocks = [st.max_ts - st.lateness_ms for st in self.core.states.values() if st.max_ts >= 0]
+        final = self.table.tx_final_through()
+        known = ([min(clocks)] if clocks else []) + ([(final + 1) * DAY_MS] if final is not None else [])
+        return max(known) if known else None
+
+    def _observe_drift(self, d: Decision, scores: F32) -> None:
+        if self.drift is None or len(scores) == 0:
+            return
+        ts = np.fromiter((a.tx.ts for a in d.ready), dtype=np.int64, count=len(d.ready))
+        self.drift.observe(d.rows, scores, ts, scores >= self.threshold)
+        self.drift.advance(self.drift_watermark())
 
     @property
     def states(self) -> dict[int, TxPartition]:
@@ -160,6 +191,7 @@ class Runner:
                 d.fail_scoring(str(scores))
                 scores = np.zeros(0, np.float32)
             outputs = self.core.outputs(d, scores, scored_at)
+            self._observe_drift(d, scores)
             task = asyncio.ensure_future(self.publisher.send_all(outputs.records))
             task.add_done_callback(lambda _: self.wake.set())
             return InFlight(d, outputs, task, scored_at, inference_s)
@@ -206,7 +238,12 @@ class Runner:
     def stats_message(self, extra_sizes: dict[str, int] | None = None) -> dict[str, object]:
         sizes = self.state_sizes(extra_sizes)
         self.metrics.set_state(sizes)
-        return self.stats.snapshot(self.s.worker_id, self.scorer.provider, self.model_version, now_ms(), sizes)
+        now = now_ms()
+        if self.drift is not None:
+            self.drift.advance(self.drift_watermark())  # the table's days move without batches too
+        drift = self.drift.snapshot(now) if self.drift is not None else drift_off(self.drift_off_reason)
+        self.metrics.set_drift(drift)
+        return self.stats.snapshot(self.s.worker_id, self.scorer.provider, self.model_version, now, sizes, drift)
 
 
 __all__ = ["InFlight", "Pending", "Runner"]

@@ -137,8 +137,10 @@ class StatsWindow:
         self.e2e.record(_as_us(e2e_ms))
 
     def snapshot(self, worker_id: str, provider: str, model_version: str, now_ms: int,
-                 state: dict[str, int] | None = None) -> dict[str, Any]:
-        """The ``LATENCY_STATS`` message for [start, now_ms]; then reset, the next interval starting at now_ms."""
+                 state: dict[str, int] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``LATENCY_STATS`` message for [start, now_ms]; then reset, the next interval starting at now_ms.
+
+        ``drift``: the drift monitor's windows (``workers.drift``: ``DriftMonitor.snapshot`` or ``drift_off``)."""
         seconds = (now_ms - self.start_ms) / 1000
         done = self.counts["scored"] + self.counts["dead_lettered"]
         msg = {
@@ -154,6 +156,7 @@ class StatsWindow:
             "provider": provider,
             "model_version": model_version,
             "state": state or {},
+            "drift": drift if drift is not None else {"enabled": False, "reason": "not monitored"},
         }
         self.start_ms = now_ms
         self._reset()
