@@ -28,6 +28,13 @@ Two kinds of time:
   phase (``ops.demo`` waits there for the warm-up to be scored). The summary's counts are the live
   phase's; ``live`` holds the history's and the held labels' (``labels_not_due``: not due when the
   run ended, never sent).
+
+Drift (``--drift-from-day N``): from the history's N-th day on, the amounts are multiplied by
+``--drift-factor`` (``--drift-kind amount``: a currency change, a new merchant mix; the ground truth
+unchanged) or more terminals are compromised each day (``--drift-kind fraud``: a new fraud wave), in
+either time mode; the labels follow the drifted history. ``ops/loadgen/drift.py`` has the rules, as
+pure functions that tests apply offline. ``fraud`` needs the simulator (a labels file would not know
+the new frauds).
 """
 
 from __future__ import annotations
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         shown="0")
     add(p, "--hold-after-history", "FRAUDSTREAM_LOADGEN_HOLD_AFTER_HISTORY", False,
         "--live: after the history, print {\"history\": ...} on stdout and wait for a line on stdin", _flag)
+    add(p, "--drift-from-day", "FRAUDSTREAM_LOADGEN_DRIFT_FROM_DAY", None,
+        "inject drift from this day of the history on (counted from its first day; see above)", _non_negative_int)
+    add(p, "--drift-kind", "FRAUDSTREAM_LOADGEN_DRIFT_KIND", "amount",
+        "with --drift-from-day: amount (amounts x --drift-factor) | fraud (terminal compromises a day x the factor)")
+    add(p, "--drift-factor", "FRAUDSTREAM_LOADGEN_DRIFT_FACTOR", 2.0, "with --drift-from-day: how strong",
+        non_negative_float)
     add(p, "--skip", "FRAUDSTREAM_LOADGEN_SKIP", 0, "start at this transaction index of the history", int)
     add(p, "--count", "FRAUDSTREAM_LOADGEN_COUNT", None, "stop after this many transactions", positive_int)
     add(p, "--duration", "FRAUDSTREAM_LOADGEN_DURATION_S", None, "stop after this many seconds", non_negative_float)
@@ -139,6 +152,8 @@ def run(a: argparse.Namespace) -> int:
     schedule = Schedule(rate=a.rate or None, steps=parse_steps(a.steps) if a.steps else None)
     if (a.transactions is None) != (a.labels is None):
         raise ValueError("--transactions and --labels go together")
+    if a.drift_from_day is not None and a.drift_kind == "fraud" and a.transactions is not None:
+        raise ValueError("--drift-kind fraud needs the simulator: a labels file does not know the new frauds")
     if not a.live:
         for name, value in (("--history-days", a.history_days), ("--clock-offset-ms", a.clock_offset_ms),
                             ("--hold-after-history", a.hold_after_history or None)):
@@ -179,6 +194,8 @@ def _history(a: argparse.Namespace, limit: int | None) -> tuple[History, Labels,
         from ops.loadgen.source import from_files
 
         h, labels = from_files(a.transactions, a.labels, a.label_delay_days)
+        if a.drift_from_day is not None:
+            h = _drifted(a, h)
         return h, labels, None
     from ops.loadgen.live import HISTORY_DAYS, first_index_of_day
     from ops.loadgen.source import simulated
@@ -186,7 +203,8 @@ def _history(a: argparse.Namespace, limit: int | None) -> tuple[History, Labels,
 
     days = a.days
     while True:
-        h, labels = simulated(SimConfig(a.customers, a.terminals, days, a.start, a.seed), a.label_delay_days)
+        h, labels = simulated(SimConfig(a.customers, a.terminals, days, a.start, a.seed), a.label_delay_days,
+                              None if a.drift_from_day is None else lambda h: _drifted(a, h))
         if not a.live or limit is None or days > 3650:
             break
         split = max(a.skip, first_index_of_day(h, HISTORY_DAYS if a.history_days is None else a.history_days))
@@ -197,6 +215,12 @@ def _history(a: argparse.Namespace, limit: int | None) -> tuple[History, Labels,
         print(f"note: --live needs {limit:,} transactions after the history; simulated {days} days instead of "
               f"--days {a.days}", file=sys.stderr)
     return h, labels, days
+
+
+def _drifted(a: argparse.Namespace, h: History) -> History:
+    from ops.loadgen.drift import inject
+
+    return inject(h, a.drift_kind, a.drift_from_day, a.drift_factor, a.seed)
 
 
 def _run_live(a: argparse.Namespace, h: History, labels: Labels | None, days: int | None, limit: int | None,

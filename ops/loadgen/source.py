@@ -6,16 +6,21 @@ them into transactions keyed by customer and labels keyed by terminal, in event 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas.features import FEEDBACK_DELAY_DAYS
 from trainer.simulate import History, Labels, SimConfig, labels_of, simulate
 
 
-def simulated(cfg: SimConfig, feedback_delay_days: int | None = None) -> tuple[History, Labels]:
+def simulated(cfg: SimConfig, feedback_delay_days: int | None = None,
+              transform: Callable[[History], History] | None = None) -> tuple[History, Labels]:
     """The simulator's history and labels: reported at the simulator's realistic delays, or all
-    ``feedback_delay_days`` after their transaction when given."""
+    ``feedback_delay_days`` after their transaction when given. ``transform`` (drift, ``ops.loadgen.drift``)
+    changes the history before its labels are made, so that they follow it."""
     h = simulate(cfg)
+    if transform is not None:
+        h = transform(h)
     return h, labels_of(h, feedback_delay_days)
 
 
