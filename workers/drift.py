@@ -14,20 +14,21 @@ Windows (``window`` in the message):
 - ``interval``: the rows scored since the last latency-stats message (wall clock);
 - ``hour`` / ``day``: the UTC hour / day of each row's event time. An hour or day is published once
   the watermark passes its end (``advance``). The watermark is the worker's (``Runner.drift_watermark``:
-  the oldest of its partitions' event-time clocks, or the day after the last one the terminal table
-  closed for every partition, whichever is later); here it never goes back.
+  the oldest of its partitions' bounds, i.e. the first transaction still queued less the lateness, else
+  the partition's clock); here it never goes back.
 
-Late rows: every row a partition admits is at or after that partition's clock, so only a partition
-assigned later (a rebalance) or a redelivery brings rows of a closed window. A row counts in the
-window of its own event time while that is open; else it is dropped and counted (``late_rows`` per
-kind; a row late for its hour still counts in its day while the day is open). Closing is monotone:
-once hour h closed, every row of hour <= h is late.
+Late rows: no partition scores a row older than its bound, so only a partition assigned later (a
+rebalance, or one whose first fetch came after the others were scored) or a redelivery brings rows of
+a closed window. A row counts in the window of its own event time while that is open; else it is
+dropped and counted (``late_rows`` per kind; a row late for its hour still counts in its day while the
+day is open). Closing is monotone: once hour h closed, every row of hour <= h is late.
 
-Bounded state: at most ``MAX_OPEN_HOURS`` hours and ``MAX_OPEN_DAYS`` days are open; a row that would
-open one more first closes the oldest (``forced``: the watermark lags the rows, e.g. a quiet partition
-whose day the terminal table has not closed yet). Closed windows wait for the next stats message, at
-most ``MAX_PENDING`` of each kind; beyond that the oldest are dropped and counted (``dropped_windows``:
-a compressed replay can close more hours per stats interval than a message should carry).
+Bounded state: at most ``MAX_OPEN_DAYS`` days (twice the feedback delay) and as many days of hours are
+open; a row that would open one more first closes the oldest (``forced``: the watermark lags the rows
+by more than the core lets partitions drift apart, e.g. a partition stuck at an old clock); a row
+older than every open window then is late. Closed windows wait for the next stats message, at most
+``MAX_PENDING`` of each kind; beyond that the oldest are dropped and counted (``dropped_windows``: a
+compressed replay can close more hours per stats interval than a message should carry).
 
 Each window carries its bin counts, so windows of one event-time hour or day merge across workers by
 adding counts; its PSI (``Bins.psi``) is computed when the message is built, not per batch.
@@ -43,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.drift import Bins, Monitoring
-from schemas.features import DAY_MS, FEATURE_NAMES, HOUR_MS
+from schemas.features import DAY_MS, FEATURE_NAMES, FEEDBACK_DELAY_DAYS, HOUR_MS
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -53,9 +54,14 @@ SCORE = "score"
 HOUR, DAY, INTERVAL = "hour", "day", "interval"
 SPANS = {HOUR: HOUR_MS, DAY: DAY_MS}
 HOURS_A_DAY = DAY_MS // HOUR_MS
-MAX_OPEN_HOURS = 48
-MAX_OPEN_DAYS = 3
-MAX_PENDING = {HOUR: 48, DAY: 7}
+# A partition's rows are scored once the terminal windows they read are final, up to the feedback delay
+# (+1) ahead of the slowest partition's closed days: in a backlog one worker's partitions score days
+# apart (9-10 seen in a compressed replay), and each of those days must stay open until the slowest one
+# passes it. Twice the delay leaves a margin; rows further apart are an anomaly (a stray clock). A window
+# costs ~1 kB.
+MAX_OPEN_DAYS = 2 * FEEDBACK_DELAY_DAYS
+MAX_OPEN_HOURS = MAX_OPEN_DAYS * 24
+MAX_PENDING = {HOUR: 48, DAY: 31}
 # A batch whose event times span more hours than this is counted per distinct hour (np.unique)
 # rather than over the dense hour range, so that one stray timestamp cannot allocate a huge matrix.
 MAX_DENSE_HOURS = 256
@@ -195,8 +201,9 @@ class DriftMonitor:
         self.watermark = watermark
         for k in self.kinds.values():
             through = watermark // SPANS[k.kind] - 1
-            for index in sorted(i for i in k.open if i <= through):
-                self._close(k, index)
+            if k.open and min(k.open) <= through:
+                for index in sorted(i for i in k.open if i <= through):
+                    self._close(k, index)
             k.closed_through = max(k.closed_through, through)
 
     # -- the stats message ----------------------------------------------------------------------

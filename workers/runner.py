@@ -91,13 +91,21 @@ class Runner:
         return None, reason
 
     def drift_watermark(self) -> int | None:
-        """The event time before which this worker expects no more rows: the oldest of its partitions'
-        clocks (newest event time less the lateness; a partition admits nothing older), or the start of the
-        day after the last one every partition closed (the table: quiet partitions included), the later."""
-        clocks = [st.max_ts - st.lateness_ms for st in self.core.states.values() if st.max_ts >= 0]
-        final = self.table.tx_final_through()
-        known = ([min(clocks)] if clocks else []) + ([(final + 1) * DAY_MS] if final is not None else [])
-        return max(known) if known else None
+        """The event time before which this worker will score no more rows: the oldest of its partitions'
+        bounds. A partition with transactions queued (waiting for terminal finality) scores nothing older
+        than the first of them less the lateness; one with none, nothing older than its clock (newest event
+        time less the lateness: it admits nothing older) nor than the day after its last closed one (a quiet
+        partition's days are closed through the others', ``Core.close_idle``)."""
+        bounds = []
+        for p, st in self.core.states.items():
+            queued = self.core.pending_min_ts(p)
+            if queued is not None:
+                bounds.append(queued)
+            elif st.closed_through is not None:
+                bounds.append(max(st.max_ts - st.lateness_ms, (st.closed_through + 1) * DAY_MS))
+            elif st.max_ts >= 0:
+                bounds.append(st.max_ts - st.lateness_ms)
+        return min(bounds) if bounds else None
 
     def _observe_drift(self, d: Decision, scores: F32) -> None:
         if self.drift is None or len(scores) == 0:

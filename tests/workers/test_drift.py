@@ -141,7 +141,7 @@ def test_open_and_pending_windows_are_bounded(mon: Monitoring) -> None:
     assert [w.start for w in hour.closed] == [D0 + i * HOUR_MS for i in range(hours - drift.MAX_OPEN_HOURS)]
     assert all(w.forced for w in hour.closed) and hour.late_rows == 0 and len(hour.open) == drift.MAX_OPEN_HOURS
     # More closed in one interval than a message carries: the oldest are dropped, and counted.
-    d2.advance(D0 + 10 * DAY_MS)
+    d2.advance(D0 + (hours // 24 + 1) * DAY_MS)
     msg2 = d2.snapshot(1)
     closed = [w for w in msg2["closed"] if w["window"] == "hour"]
     assert len(closed) == drift.MAX_PENDING["hour"] and closed[-1]["start"] == D0 + (hours - 1) * HOUR_MS
@@ -233,6 +233,20 @@ def test_the_runner_feeds_scored_batches_and_closes_with_the_oldest_partition_cl
     d = msg["drift"]
     assert isinstance(d, dict) and d["enabled"] and d["interval"]["rows"] == 3 and d["interval"]["flags"] == 3
     assert d["closed"] == [] and d["open"] == {"hour": 2, "day": 1}
+    # Rows waiting for terminal finality bound the watermark, not the partitions' clocks beyond them.
+    far = D0 + 2 * DAY_MS + HOUR_MS
+
+    async def later() -> tuple[int, int | None, int]:
+        await runner.admit([rec(0, 2, far, "d"), rec(0, 3, far + 2 * HOUR_MS, "e"), rec(1, 1, far + 4 * HOUR_MS, "f")])
+        waited, watermark = len(await runner.flush()), runner.drift_watermark()
+        finalize(table, far // DAY_MS)
+        return waited, watermark, len(await runner.flush())
+
+    assert asyncio.run(later()) == (0, far - lateness, 3)  # partition 0's first queued row, not its clock
+    assert runner.drift_watermark() == far + 2 * HOUR_MS - lateness  # all scored: the oldest clock
+    closed = runner.stats_message()["drift"]["closed"]  # type: ignore[index]
+    assert [(w["window"], w["start"], w["rows"]) for w in closed] == [
+        ("hour", ts0, 2), ("hour", ts0 + 2 * HOUR_MS, 1), ("day", D0, 3), ("hour", far, 1)]
 
 
 @pytest.mark.parametrize(("extra", "flags", "reason"), [
