@@ -27,6 +27,12 @@ def _null_share(desc: str) -> JsonSchema:
     return {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": desc}
 
 
+def _null_ranking(desc: str) -> JsonSchema:
+    # No maximum: scikit-learn's sums may pass 1 by a rounding error (1.0000000000000002), and the value is
+    # the trainer's to the bit.
+    return {"type": ["number", "null"], "minimum": 0, "description": desc + ", as scikit-learn computes it"}
+
+
 def _time(desc: str, nullable: bool = False) -> JsonSchema:
     return {"type": ["integer", "null"] if nullable else "integer", "minimum": TS_MIN_MS, "maximum": TS_MAX_MS,
             "description": desc}
@@ -68,9 +74,9 @@ MODEL_METRICS = _obj(
         "mean_score": _null_share("tx_day: mean score of the rows"),
         "precision": _null_share("labelled flagged rows that are fraud / labelled flagged rows"),
         "recall": _null_share("labelled flagged rows that are fraud / n_fraud"),
-        "auc": _null_share("ROC AUC of the labelled rows (trainer.evaluate.roc_auc; null with one class)"),
-        "average_precision": _null_share("average precision of the labelled rows (trainer.evaluate."
-                                         "average_precision; null without a fraud)"),
+        "auc": _null_ranking("ROC AUC of the labelled rows (trainer.evaluate.roc_auc; null with one class)"),
+        "average_precision": _null_ranking("average precision of the labelled rows (trainer.evaluate."
+                                           "average_precision; null without a fraud)"),
         "card_precision_at_100": _null_share("tx_day: the handbook's card precision@100 of the day's labelled rows "
                                              "(trainer.evaluate.card_precision_at_k, k = 100)"),
         "estimated_precision": _null_share("mean calibrated probability of the flagged rows (the bundle's "

@@ -51,6 +51,8 @@ FEEDBACK_DAYS = 7  # the trainer's delay window: what a model retrained today ca
 ARRIVALS = (("arrival_1h", HOUR_MS), ("arrival_1d", DAY_MS), ("arrival_7d", 7 * DAY_MS))
 LONGEST_ARRIVAL_MS = max(w for _, w in ARRIVALS)
 NO_FLOOR = -(2**62)
+T_BITS = 32  # a transaction's index in its day bucket, below its day in one int64 key
+T_MASK = (1 << T_BITS) - 1
 Calibrations = Callable[[str], Calibration | None]
 
 
@@ -112,7 +114,7 @@ class MonitorCore:
         self.horizon_ms, self.lateness_ms, self.calibration = horizon_days * DAY_MS, lateness_ms, calibration
         self.buckets: dict[int, DayBucket] = {}
         self.pending: dict[int, list[_Pending]] = {}    # hour start -> labels reported in it
-        self.log: dict[int, list[tuple[I64, I64]]] = {}  # hour start -> (day, t) of the labels applied in it
+        self.log: dict[int, I64] = {}  # hour start -> day << T_BITS | t of the labels applied in it
         self.done: int | None = None                      # the last hour boundary closed
         self.floor_scores = self.floor_labels = NO_FLOOR
         self.counts: Counter[str] = Counter()
@@ -156,21 +158,34 @@ class MonitorCore:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def advance(self, score_wm: int | None, label_wm: int | None) -> list[Window]:
-        """Close every hour boundary the clock has passed; the windows they close, in order."""
-        if score_wm is None or label_wm is None:
+    def advance(self, score_wm: int | None, label_wm: int | None, max_steps: int | None = None) -> list[Window]:
+        """Close the hour boundaries the clock has passed (at most ``max_steps`` of them: the caller's event
+        loop gets a turn between calls); the windows they close, in order."""
+        last = self._last(score_wm, label_wm)
+        if last is None:
             return []
-        clock = min(score_wm, label_wm) - self.lateness_ms
-        last = clock - clock % HOUR_MS
         if self.done is None:
             first = min([*self.pending, *(d * DAY_MS for d in self.buckets)], default=None)
             if first is None:
                 return []
             self.done = first - first % HOUR_MS
         out: list[Window] = []
-        while self.done < last:
+        steps = 0
+        while self.done < last and (max_steps is None or steps < max_steps):
             out += self._step(self.done + HOUR_MS)
+            steps += 1
         return out
+
+    def behind(self, score_wm: int | None, label_wm: int | None) -> bool:
+        """Whether ``advance`` has hours left to close."""
+        last = self._last(score_wm, label_wm)
+        return last is not None and self.done is not None and self.done < last
+
+    def _last(self, score_wm: int | None, label_wm: int | None) -> int | None:
+        if score_wm is None or label_wm is None:
+            return None
+        clock = min(score_wm, label_wm) - self.lateness_ms
+        return clock - clock % HOUR_MS
 
     def _step(self, h: int) -> list[Window]:
         self._apply(h)
@@ -201,23 +216,23 @@ class MonitorCore:
                     ts.append(t)
         self.counts["labels_joined"] += len(ts)
         if ts:
-            self.log[h - HOUR_MS] = [(np.array(days, np.int64), np.array(ts, np.int64))]
+            self.log[h - HOUR_MS] = (np.array(days, np.int64) << T_BITS) | np.array(ts, np.int64)
 
     def _arrival(self, h: int, kind: str, width: int) -> list[Window]:
-        parts = [p for s in range(h - width, h, HOUR_MS) for p in self.log.get(s, [])]
+        parts = [self.log[s] for s in range(h - width, h, HOUR_MS) if s in self.log]
         if not parts:
             return []
         if h - width < self.floor_labels or h - width - self.horizon_ms - DAY_MS < self.floor_scores:
             self.counts["windows_suppressed"] += 1
             return []
-        day = np.concatenate([d for d, _ in parts])
-        t = np.concatenate([t for _, t in parts])
-        pairs = np.unique(np.stack([day, t], axis=1), axis=0)  # a transaction labelled twice counts once
+        keys = np.unique(np.concatenate(parts))  # a transaction labelled twice counts once
+        day = keys >> T_BITS
         per_version: dict[str, list[Rows]] = {}
-        for d in np.unique(pairs[:, 0]).tolist():
-            bucket, ts = self.buckets[d], pairs[pairs[:, 0] == d, 1]
+        bounds = np.flatnonzero(np.diff(day)) + 1  # sorted keys: each day's transactions are one run
+        for run in np.split(keys, bounds):
+            bucket = self.buckets[int(run[0] >> T_BITS)]
             for version in bucket.versions:
-                rows = bucket.rows(version, ts)
+                rows = bucket.rows(version, run & T_MASK)
                 if rows is not None:
                     per_version.setdefault(version, []).append(rows)
         return [Window(v, kind, "closed", h - width, h, h,
@@ -249,4 +264,4 @@ class MonitorCore:
         return {"days": len(self.buckets), "score_rows": sum(r for r, _ in rows),
                 "label_words": sum(w for _, w in rows),
                 "pending_labels": sum(len(c.word) for cs in self.pending.values() for c in cs),
-                "arrival_log": sum(len(t) for ps in self.log.values() for _, t in ps)}
+                "arrival_log": sum(len(keys) for keys in self.log.values())}
