@@ -98,6 +98,27 @@ def test_vectorised_counts_equal_a_per_row_loop(mon: Monitoring, span_h: int, mo
     assert msg["interval"]["flags"] == int((s >= THRESHOLD).sum()) and msg["late_rows"] == {"hour": 0, "day": 0}
 
 
+def test_float32_binning_is_bins_index_at_every_edge_and_refuses_other_dtypes() -> None:
+    """Edges that float32 cannot hold (0.1, 0.7), values at, just below and above each edge, NaN and infinities:
+    the slots are ``Bins.index``'s; and a float64 matrix is refused rather than rounded."""
+    edges = np.array([0.1, 0.5, 0.7, 1 / 3, 2.0, 1e39])  # float32(0.7) < 0.7, float32(0.1) > 0.1
+    edges.sort()
+    b = Bins(edges, np.full(len(edges) + 1, 1 / (len(edges) + 1)))
+    cal = Calibration("isotonic", np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    m = Monitoring({"TX_AMOUNT": b}, b, (), cal, 0.01, 0.5, 10)
+    layout = Layout(m)
+    e32 = edges[:-1].astype(np.float32)  # the values around the edges float32 holds
+    v = np.concatenate([e32, np.nextafter(e32, np.float32(-np.inf)), np.nextafter(e32, np.float32(np.inf)),
+                        np.array([np.nan, np.inf, -np.inf, 0, -1e30], np.float32)]).astype(np.float32)
+    x = np.zeros((len(v), F), np.float32)
+    x[:, 0] = v
+    slots = layout.slots(x, v, np.zeros(len(v), bool))
+    assert slots[0].tolist() == b.index(v).tolist()
+    assert (slots[1] - layout.offsets[1]).tolist() == b.index(v).tolist()
+    with pytest.raises(TypeError, match="float32"):
+        layout.slots(x.astype(np.float64), v, np.zeros(len(v), bool))  # type: ignore[arg-type]
+
+
 def test_windows_close_when_the_watermark_passes_their_end_and_late_rows_are_dropped(mon: Monitoring) -> None:
     rng = np.random.default_rng(1)
     d = DriftMonitor(mon, THRESHOLD, 0)
@@ -158,9 +179,10 @@ def test_psi_is_the_references_and_moves_with_a_shift(mon: Monitoring) -> None:
     d.observe(x2, s2, ts2, s2 >= THRESHOLD)
     d.advance(D0 + 2 * DAY_MS)
     same, shifted = [w for w in d.snapshot(1)["closed"] if w["window"] == "day"]
-    amount: Bins = mon.features["TX_AMOUNT"]
-    assert same["psi"]["TX_AMOUNT"] == pytest.approx(amount.psi(amount.counts(x[:, 0])), rel=1e-12)
-    assert same["psi"]["score"] == pytest.approx(mon.score.psi(mon.score.counts(s)), rel=1e-12)
+    layout = d.layout
+    for name, b, col in zip(layout.names, layout.bins, (*layout.cols, -1), strict=True):  # the contract's PSI
+        values = s if name == "score" else x[:, col]
+        assert same["psi"][name] == pytest.approx(b.psi(b.counts(values)), rel=1e-12, abs=1e-15), name
     assert max(same["psi"].values()) < 0.01  # drawn like the reference
     assert shifted["psi"]["TX_AMOUNT"] > 0.25 and shifted["psi"]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] < 0.01
     assert set(same["psi"]) == {*mon.features, "score"} and not set(CLOCK_FEATURES) & set(same["psi"])
