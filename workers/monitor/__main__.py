@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
 
     app = create_app(s, partitions, metrics_socket)
+    from workers.__main__ import tune_gc
+
+    tune_gc()  # millions of long-lived, acyclic entries (tx ids, columns): collect rarely, as the worker does
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     try:
         worker.execute_from_commandline()

@@ -15,6 +15,7 @@ not checked: the worker wrote them, and a consumer of them checks them.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,7 @@ def check_score(obj: Any, now_ms: int, max_future_ms: int) -> tuple[str, str, st
         return Reject("bad_type:flag", f"flag must be a boolean, got {type(flag).__name__}")
     if type(model) is not str or _bad_id(model) or "|" in model:
         return Reject("bad_model_version", f"model_version {model!r}: {SCORE_REASONS['bad_model_version']}"[:200])
-    return ids[0], ids[1], model, obj["ts"], float(score), flag
+    return ids[0], sys.intern(ids[1]), model, obj["ts"], float(score), flag  # a card's id once in memory
 
 
 def decode_scores(values: Sequence[bytes | None], now_ms: Sequence[int],
