@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas.validate import Reject
 from workers.batch import dead_letter_headers
@@ -157,7 +157,8 @@ class Active:
                  dead_letter_headers(r.partition, r.offset, rj, r.topic, self.s.monitor_id)) for r, rj in fresh]
 
     async def _check_idle(self, consumer: AIOKafkaConsumer, now: float) -> None:
-        """Ask the broker whether the silent partitions are caught up (at most twice per --idle-ms)."""
+        """Ask the broker whether the silent partitions are caught up (at most twice per --idle-ms): its end
+        offsets, not the last fetch's highwater, which goes stale while fetches fail."""
         if now - self.last_idle_check < self.s.idle_ms / 2000:
             return
         self.last_idle_check = now
@@ -165,9 +166,14 @@ class Active:
         silent = {TopicPartition(topic[stream], p): stream for stream, p in self.marks.silent(now)}
         if not silent:
             return
-        ends = await consumer.end_offsets(list(silent))
+        try:
+            ends = await consumer.end_offsets(list(silent))
+            positions = {tp: await consumer.position(tp) for tp in silent}
+        except (KafkaError, IllegalStateError) as exc:  # unknown is not caught up: the partition keeps holding back
+            log.info("idle check skipped: %r", exc)
+            return
         for tp, stream in silent.items():
-            caught_up = await consumer.position(tp) >= ends[tp]
+            caught_up = positions[tp] >= ends[tp]
             self.marks.set_caught_up(stream, tp.partition, caught_up)
             if caught_up and self.floors.get(tp, NO_FLOOR) is None:  # nothing valid after the skipped part
                 self.floors[tp] = self.t0_ms + DAY_MS
