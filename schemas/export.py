@@ -8,12 +8,14 @@ from pathlib import Path
 
 from schemas.bundle import feature_set
 from schemas.messages import ALL, JsonSchema
+from schemas.monitoring import MODEL_METRICS
 
 DEFAULT_DIR = Path(__file__).with_name("json")
 
 
 def rendered() -> dict[str, str]:
-    files: dict[str, JsonSchema] = {f"{name}.schema.json": schema for name, schema in ALL.items()}
+    files: dict[str, JsonSchema] = {f"{name}.schema.json": schema
+                                    for name, schema in {**ALL, "ModelMetrics": MODEL_METRICS}.items()}
     files["FeatureVector.json"] = {"title": "FeatureVector",
                                    "description": "the model input: float32 row, names in this order",
                                    **feature_set()}
