@@ -33,7 +33,8 @@ PROMETHEUS = ROOT / "ops" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "ops" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
 
-SERVICES = {"kafka", "topic-init", "trainer", "worker", "worker-gpu", "loadgen", "prometheus", "grafana"}
+SERVICES = {"kafka", "topic-init", "trainer", "worker", "worker-gpu", "monitor", "loadgen", "prometheus",
+            "grafana"}
 PROFILES = {"loadgen": ["load"], "worker-gpu": ["gpu"]}
 WORKERS = ("worker", "worker-gpu")
 ONE_SHOT = ("topic-init", "trainer")
@@ -184,7 +185,7 @@ def test_images_and_builds() -> None:
 
 def test_commands_are_the_projects() -> None:
     expected = {"topic-init": "ops.docker.init_topics", "trainer": "ops.docker.train", "worker": "workers",
-                "worker-gpu": "workers", "loadgen": "ops.loadgen"}
+                "worker-gpu": "workers", "monitor": "workers.monitor", "loadgen": "ops.loadgen"}
     for name in built_services():
         argv = service_argv(name)
         assert argv == ["python", "-m", expected[name]], f"{name}: {argv}"
@@ -210,6 +211,20 @@ def test_workers_scale() -> None:
     kafka_env = services()["kafka"]["environment"]
     assert "PLAINTEXT://kafka:19092" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
     assert "CMD-SHELL" in services()["kafka"]["healthcheck"]["test"]
+
+
+def test_monitor_stands_by_and_is_scraped() -> None:
+    """Two monitor instances (one active, one standby), the bundles read-only, scraped on 9410."""
+    m = services()["monitor"]
+    assert m["deploy"]["replicas"] >= 2 and "ports" not in m
+    assert "bundles:/bundles:ro" in [_volume(v) for v in m["volumes"]]
+    port = m["environment"]["FRAUDSTREAM_MONITOR_METRICS_PORT"]
+    assert healthcheck_argv("monitor") == ["python", "-m", "ops.docker.healthcheck", "--port", port, "--path",
+                                           "/healthz"]
+    jobs = {j["job_name"]: j for j in yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]}
+    sd = jobs["fraudstream-monitor"]["dns_sd_configs"]
+    assert {str(e["port"]) for e in sd} == {port}
+    assert {n for e in sd for n in e["names"]} & set(m["networks"]["default"]["aliases"])
 
 
 def _volume(v: Any) -> str:
