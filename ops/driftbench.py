@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from ops.bench.toggle import bench_history, drains_toggled
 from schemas.bundle import Bundle, load_bundle
 from schemas.features import DAY_MS, HOUR_MS
 from schemas.settings import add, positive_int
@@ -81,33 +81,11 @@ def time_batches(bundle: Bundle, x: np.ndarray, s: np.ndarray, ts: np.ndarray, n
 
 def drains(a: argparse.Namespace) -> None:
     """One worker draining the same history with ``--drift false`` and ``--drift true``, interleaved."""
-    from ops.bench import kafka_io
-    from ops.bench.run import Context, worker_drain
-    from ops.kafka import LocalBroker
-
-    work = Path(tempfile.mkdtemp(prefix="fraudstream-driftbench-"))
-    h = simulate(SimConfig(customers=1000, terminals=2000, days=84, seed=0))
-    lab = labels_of(h)
+    h, lab = bench_history()
     n = min(a.drain, len(h))
     print(f"\ndrain of {n:,} transactions (+ labels), 1 worker, batch 1000, --reasons 0")
-    print("| drift | tx/s | worker CPU µs a transaction |")
-    print("|---|---:|---:|")
-    broker = None if a.bootstrap else LocalBroker(work / "kafka")
-    bootstrap = a.bootstrap or broker.start(port=0).bootstrap  # type: ignore[union-attr]
-    ctx = Context(bootstrap, a.bundle, h, lab, n, work)
     os.environ["FRAUDSTREAM_REASONS"] = "0"
-    try:
-        for _ in range(a.drain_runs):
-            for drift in ("false", "true"):
-                os.environ["FRAUDSTREAM_DRIFT"] = drift  # the workers read it at start
-                d = worker_drain(ctx, 1)
-                print(f"| {'on' if drift == 'true' else 'off'} | {d.tx_per_s:,.0f} | {d.extra['cpu_us_per_tx']:.1f} |",
-                      flush=True)
-    finally:
-        if broker is not None:
-            broker.stop()
-        else:
-            kafka_io.delete_topics(bootstrap, ctx.prefix)
+    drains_toggled(a.bootstrap, a.bundle, h, lab, n, a.drain_runs, "FRAUDSTREAM_DRIFT", ("false", "true"), "--drift")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,13 @@ timestamps and the worker's CPU a transaction, beside how many of those N the mo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ops.bench.toggle import bench_history, drains_toggled
 from schemas.bundle import load_bundle
 from schemas.settings import add, positive_int
 from trainer.simulate import SimConfig, history_features, labels_of, simulate
@@ -66,34 +65,14 @@ def time_calls(explainer: Explainer, rows: np.ndarray, reps: int) -> tuple[float
 
 def drains(a: argparse.Namespace, explainer: Explainer, threshold: float) -> None:
     """One worker draining the same history with ``--reasons 0`` and ``--reasons a.reasons``, interleaved."""
-    from ops.bench import kafka_io
-    from ops.bench.run import Context, worker_drain
-    from ops.kafka import LocalBroker
-
-    work = Path(tempfile.mkdtemp(prefix="fraudstream-explainbench-"))
-    h = simulate(SimConfig(customers=1000, terminals=2000, days=84, seed=0))
-    lab = labels_of(h)
+    h, lab = bench_history()
     n = min(a.drain, len(h))
     flagged = int((np.asarray(explainer.booster.predict(history_features(h, lab)[:n], num_threads=1))
                    >= threshold).sum())
     print(f"\ndrain of {n:,} transactions (+ labels), 1 worker, batch 1000: the model flags {flagged:,} "
           f"({flagged / n:.1%})")
-    print("| reasons | tx/s | worker CPU µs a transaction |")
-    print("|---:|---:|---:|")
-    broker = None if a.bootstrap else LocalBroker(work / "kafka")
-    bootstrap = a.bootstrap or broker.start(port=0).bootstrap  # type: ignore[union-attr]
-    ctx = Context(bootstrap, a.bundle, h, lab, n, work)
-    try:
-        for _ in range(a.drain_runs):
-            for reasons in (0, a.reasons):
-                os.environ["FRAUDSTREAM_REASONS"] = str(reasons)  # the workers read it at start
-                d = worker_drain(ctx, 1)
-                print(f"| {reasons} | {d.tx_per_s:,.0f} | {d.extra['cpu_us_per_tx']:.1f} |", flush=True)
-    finally:
-        if broker is not None:
-            broker.stop()
-        else:
-            kafka_io.delete_topics(bootstrap, ctx.prefix)
+    drains_toggled(a.bootstrap, a.bundle, h, lab, n, a.drain_runs, "FRAUDSTREAM_REASONS", ("0", str(a.reasons)),
+                   "reasons")
 
 
 def main(argv: list[str] | None = None) -> int:
