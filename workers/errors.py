@@ -14,7 +14,10 @@ restart policy, systemd, Kubernetes), rather than the worker retrying forever or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import NoReturn
 
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -72,3 +75,19 @@ def retriable(exc: BaseException) -> bool:
     if isinstance(exc, KafkaTimeoutError):
         return True
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+async def step_forever(step: Callable[[], Awaitable[None]], what: str, log: logging.Logger) -> NoReturn:
+    """Run ``step`` again and again; a retriable Kafka error waits (0.5 s, doubling up to 10 s) and
+    goes on, anything else ends the loop (and the component, which its supervisor reports)."""
+    backoff = 0.5
+    while True:
+        try:
+            await step()
+            backoff = 0.5
+        except KafkaError as exc:
+            if not retriable(exc):
+                raise
+            log.warning("%s: %r; retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)

@@ -31,7 +31,7 @@ from schemas.decode_batch import decode_labels
 from schemas.validate import Label, Reject
 from workers.batch import dead_letter_headers
 from workers.config import Settings
-from workers.errors import retriable
+from workers.errors import step_forever
 from workers.metrics import Metrics
 from workers.ports import Out
 from workers.publish import Publisher
@@ -75,17 +75,7 @@ class LabelAggregator:
     async def _run(self) -> None:
         if self.table_ready is not None:
             await self.table_ready.wait()
-        backoff = 0.5
-        while True:
-            try:
-                await self._step()
-                backoff = 0.5
-            except KafkaError as exc:
-                if not retriable(exc):
-                    raise
-                log.warning("label aggregation: %r; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        await step_forever(self._step, "label aggregation", log)
 
     def sizes(self) -> dict[str, int]:
         out: dict[str, int] = {}

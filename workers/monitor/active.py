@@ -31,7 +31,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas.validate import Reject
 from workers.batch import dead_letter_headers
-from workers.errors import retriable
+from workers.errors import step_forever
 from workers.monitor.bundles import Calibrations
 from workers.monitor.config import MonitorSettings
 from workers.monitor.decode import decode_label_records, decode_scores
@@ -73,17 +73,7 @@ class Active:
             self.metrics.activated(self.core)
             await self._seek(consumer)
             self.dead_before = await dead_lettered(self.s, self.dlq_partitions)
-            backoff = 0.5
-            while True:
-                try:
-                    await self._step(consumer)
-                    backoff = 0.5
-                except KafkaError as exc:
-                    if not retriable(exc):
-                        raise
-                    log.warning("monitor: %r; retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            await step_forever(lambda: self._step(consumer), "monitor", log)
         finally:
             self.metrics.deactivated()
             await consumer.stop()
