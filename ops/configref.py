@@ -23,8 +23,9 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     from ops.loadgen.__main__ import build_parser as loadgen
     from trainer.cli import build_parser as trainer
     from workers.config import build_parser as workers
+    from workers.monitor.config import build_parser as monitor
 
-    return {"workers": workers, "trainer": trainer, "loadgen": loadgen, "bench": bench}
+    return {"workers": workers, "monitor": monitor, "trainer": trainer, "loadgen": loadgen, "bench": bench}
 
 
 def _actions(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, argparse.Action]]:

@@ -90,6 +90,12 @@ _TIMING = _sub("when the record was seen, epoch ms (wall clock of the worker hos
     "scored_at": {"type": "integer", "description": "when its batch finished inference"},
 })
 
+_SOURCE = _sub("the input record it was scored from: the transactions topic's partition and offset (an input "
+               "partition's scores are in its offset order; the model monitor's watermarks follow each)", {
+    "partition": {"type": "integer", "minimum": 0},
+    "offset": {"type": "integer", "minimum": 0},
+})
+
 SCORE = _obj(
     "Score",
     "Topic `scores`: every transaction, flag true or false. key = tx_id. A flagged transaction also goes to "
@@ -107,6 +113,7 @@ SCORE = _obj(
         "model_version": {"type": "string", "minLength": 1},
         "worker_id": {"type": "string", "minLength": 1},
         "timing": _TIMING,
+        "source": _SOURCE,
     },
 )
 

@@ -48,6 +48,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return n
+
+
 def non_negative_float(value: str) -> float:
     x = float(value)
     if not x >= 0:

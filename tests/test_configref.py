@@ -18,7 +18,7 @@ def test_readme_configuration_tables_are_current() -> None:
     assert render(text) == text, "README configuration tables are stale: run python -m ops.configref --write README.md"
 
 
-@pytest.mark.parametrize("command", ["workers", "loadgen"])
+@pytest.mark.parametrize("command", ["workers", "monitor", "loadgen"])
 def test_every_deployment_setting_has_an_env_variable_and_a_stated_default(command: str) -> None:
     table = rows(_parsers()[command]())
     assert len(table) > 10

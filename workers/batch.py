@@ -214,6 +214,11 @@ class _Timing(msgspec.Struct):
     scored_at: int
 
 
+class _Source(msgspec.Struct):
+    partition: int
+    offset: int
+
+
 class _Score(msgspec.Struct):
     """The Score message (schemas/Score.json), field for field in its order."""
 
@@ -229,6 +234,7 @@ class _Score(msgspec.Struct):
     model_version: str
     worker_id: str
     timing: _Timing
+    source: _Source
 
 
 class _Flag(_Score):
@@ -246,7 +252,8 @@ def score_messages(ready: list[Admitted], scores: npt.NDArray[np.float32], thres
     inside a string is always escaped)."""
     structs = [_Score(SCHEMA_VERSION, a.tx.tx_id, a.tx.customer_id, a.tx.terminal_id, a.tx.ts, a.tx.cents / 100,
                       score, threshold, score >= threshold, model_version, worker_id,
-                      _Timing(a.record.timestamp, a.record.consumed_at, scored_at))
+                      _Timing(a.record.timestamp, a.record.consumed_at, scored_at),
+                      _Source(a.record.partition, a.record.offset))
                for a, score in zip(ready, scores.tolist(), strict=True)]
     return _ENCODER.encode_lines(structs).split(b"\n")[:-1] if structs else []
 
@@ -256,7 +263,8 @@ def flag_messages(flagged: list[Admitted], scores: npt.NDArray[np.float32], expl
     """The flags of a batch with their explanations, encoded in one call (as ``score_messages``)."""
     structs = [_Flag(SCHEMA_VERSION, a.tx.tx_id, a.tx.customer_id, a.tx.terminal_id, a.tx.ts, a.tx.cents / 100,
                      score, threshold, score >= threshold, model_version, worker_id,
-                     _Timing(a.record.timestamp, a.record.consumed_at, scored_at), e)
+                     _Timing(a.record.timestamp, a.record.consumed_at, scored_at),
+                     _Source(a.record.partition, a.record.offset), e)
                for a, score, e in zip(flagged, scores.tolist(), explanations, strict=True)]
     return _ENCODER.encode_lines(structs).split(b"\n")[:-1] if structs else []
 
@@ -266,7 +274,8 @@ def score_message(tx: Tx, rec: Record, score: float, threshold: float, model_ver
     """One score message (the naive baseline's path; the worker encodes whole batches)."""
     return _ENCODER.encode(_Score(SCHEMA_VERSION, tx.tx_id, tx.customer_id, tx.terminal_id, tx.ts, tx.cents / 100,
                                   score, threshold, score >= threshold, model_version, worker_id,
-                                  _Timing(rec.timestamp, rec.consumed_at, scored_at)))
+                                  _Timing(rec.timestamp, rec.consumed_at, scored_at),
+                                  _Source(rec.partition, rec.offset)))
 
 
 def dead_letter_headers(partition: int, offset: int, reject: Reject, topic: str,

@@ -61,3 +61,27 @@ def sweep(points: Sequence[Mapping[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def over_days(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, ylabel: str,
+              hlines: Mapping[str, float] | None = None, vline: tuple[str, float] | None = None,
+              log_y: bool = False) -> None:
+    """Values per day, one marked line each; dashed horizontal references (alert bounds, the training
+    report's figure) and a dotted vertical marker (when a drift began)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    for (label, level), style in zip((hlines or {}).items(), ("--", "-.", ":"), strict=False):
+        ax.axhline(level, color="grey", linestyle=style, linewidth=1, label=label)
+    if vline is not None:
+        ax.axvline(vline[1], color="red", linestyle=":", linewidth=1.5, label=vline[0])
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("day of the replayed history (UTC days from its first)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

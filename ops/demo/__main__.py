@@ -1,14 +1,16 @@
-"""``python -m ops.demo`` (``make demo``): the whole local story, end to end, in about two minutes.
+"""``python -m ops.demo`` (``make demo``): the whole local story, end to end, in about three minutes.
 
 1. a broker: ``KAFKA_BOOTSTRAP`` / ``--bootstrap`` when set (reused, left running), else a local
    Kafka (``ops.kafka``, free ports, state in ``<out>/kafka``) that the demo stops at the end;
 2. a model bundle: trained (``trainer run``, ``--size quick`` by default, ``book`` for the
    handbook's size), or a given one (``--bundle``), or the newest matching one in
    ``<out>/bundles`` (``--reuse-bundle``);
-3. two workers (``python -m workers`` subprocesses) on topics named for this run only;
-4. a warm-up: the first ``--warmup-days`` of a simulated history (the trained size, another
+3. two workers (``python -m workers`` subprocesses) and the model monitor (``python -m workers.monitor``)
+   on topics named for this run only, the load held until each worker holds its partitions;
+4. a warm-up: the first ``--warmup-days`` (58) of a simulated history (the trained size, another
    seed), shifted so that it ends now, sent unpaced with the labels reported by now, and scored
-   before the load begins, so that the load meets warm customer and terminal state;
+   before the load begins: 37 days fill the workers' state (a cold start), then stationary days,
+   then from ``--drift-from-day`` (47) a drift (``--drift amount|fraud|none``) that the alerts see;
 5. the load, in live time (``ops.loadgen --live``, one process for 4 and 5): the next transactions
    at ``--rate`` for ``--duration`` seconds, each with event time = the wall clock at send, as in
    production; the history's labels reported after now are sent when the clock reaches their
@@ -16,8 +18,11 @@
 6. a report from the topics alone: scored/s, end-to-end latency p50/p95/p99/max (output record
    timestamp - input record timestamp, both wall clock; in live time the input's event time is its
    send time too, shown as "event time (live)"), flags, precision and recall against the simulator's
-   ground truth, dead letters and their reasons, provider and model version; printed, and written
-   to ``<out>/report.md`` and ``report.json`` with ``latency_cdf.png`` and ``throughput.png``.
+   ground truth, dead letters and their reasons, provider and model version; then the model, live:
+   PSI per event-time day (the workers' drift windows) with the alert each day trips, and the
+   monitor's transaction days (realised and estimated precision, recall, AUC, card precision@100);
+   printed, and written to ``<out>/report.md`` and ``report.json`` with ``latency_cdf.png``,
+   ``throughput.png``, ``drift_psi.png`` and ``live_precision.png``.
 
 Everything it started is stopped at the end, on errors, on Ctrl-C (exit 130) and on SIGTERM
 (exit 143): workers get SIGTERM, then SIGKILL after 30 s; the broker only if the demo started it.
@@ -36,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 
 from schemas.errors import FraudstreamError
-from schemas.settings import add, flag, non_negative_float, positive_int
+from schemas.settings import add, flag, non_negative_float, non_negative_int, positive_int
 
 # Measured on the 2-core dev machine (shared: load average 5-7 from other work), 2 workers + broker +
 # load generator (aiokafka) on it, quick size, 20 s per rate, p50 / p99 end to end:
@@ -71,6 +76,14 @@ def _size(value: str) -> str:
     return value
 
 
+def _drift(value: str) -> str:
+    from ops.loadgen.drift import KINDS
+
+    if value not in (*KINDS, "none"):
+        raise ValueError(f"choose {' | '.join(KINDS)} | none, got {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ops.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,13 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
         "reuse the newest bundle of the same size in <out>/bundles instead of training", flag, nargs="?", const=True)
     add(p, "--rate", "DEMO_RATE", DEFAULT_RATE, "load: transactions per second", _positive_float)
     add(p, "--duration", "DEMO_DURATION", 60.0, "load: seconds", _positive_float)
-    add(p, "--warmup-days", "DEMO_WARMUP_DAYS", 37,
-        "days of history sent unpaced before the load (the state horizon: 30 days customers, 37 terminals)",
-        int)
+    add(p, "--warmup-days", "DEMO_WARMUP_DAYS", 58,
+        "days of history sent unpaced before the load: the first 37 fill the state (30 days customers, 37 "
+        "terminals), the rest show drift and the monitor's days (7 of them get their labels)", int)
     add(p, "--workers", "DEMO_WORKERS", 2, "worker processes", positive_int)
     add(p, "--provider", "DEMO_PROVIDER", "auto", "the workers' execution provider: auto | cpu | cuda | tensorrt")
     add(p, "--metrics-port", "DEMO_METRICS_PORT", "auto",
         "the workers' health/metrics ports: auto (free ports) | off | N (worker i on N + i)")
+    add(p, "--drift", "DEMO_DRIFT", "amount",
+        "drift injected into the replay: amount (amounts x --drift-factor) | fraud (a wave of compromised "
+        "terminals) | none", _drift)
+    add(p, "--drift-from-day", "DEMO_DRIFT_FROM_DAY", None,
+        "the history day the drift starts on (counted from its first day)", non_negative_int,
+        shown="half of --warmup-days")
+    add(p, "--drift-factor", "DEMO_DRIFT_FACTOR", 2.0, "how strong the drift is (ops.loadgen --drift-factor)",
+        _positive_float)
+    add(p, "--monitor", "DEMO_MONITOR", True,
+        "run the model monitor (python -m workers.monitor) and report its live metrics", flag, nargs="?", const=True)
+    add(p, "--monitor-timeout", "DEMO_MONITOR_TIMEOUT", 90.0,
+        "seconds to wait for the monitor's transaction days after the load", non_negative_float)
     add(p, "--seed", "DEMO_SEED", 1, "simulator seed of the replayed history (training uses 0)", int)
     add(p, "--drain-timeout", "DEMO_DRAIN_TIMEOUT", 90.0, "seconds to wait for the last scores after the load",
         non_negative_float)

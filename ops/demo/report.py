@@ -26,6 +26,7 @@ import numpy as np
 
 from ops.bench import plots
 from ops.bench.stats import drain_rate, join_latency, markdown_table, percentiles, timeline
+from ops.demo import report_model
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def markdown(r: dict[str, Any]) -> str:
     if not r["load"]["flags_match_scores"]:
         head += ["**The flags topic does not hold exactly the scores with flag = true.**", ""]
     head += why_flags(r.get("top_flags", []))
+    head += report_model.markdown(r)
     head += ["Time: live (`ops.loadgen --live`): the warm-up history was shifted to end when the load began and "
              "sent at once; each transaction of the load phase carries event time = the wall clock when it was "
              "sent, and labels were sent at their report times.",
@@ -207,7 +209,9 @@ def markdown(r: dict[str, Any]) -> str:
              "worker's fetch), in worker (fetch -> scored: batching, terminal-finality waits, queueing), publish "
              "(scored -> appended). Throughput: scored/s from the first to the last output of the load phase. "
              "Precision and recall: the flags of the load phase against the simulator's `is_fraud`.",
-             "", "Plots: `latency_cdf.png`, `throughput.png`. Logs: " + ", ".join(f"`{p}`" for p in r["logs"]), ""]
+             "", "Plots: `latency_cdf.png`, `throughput.png`"
+             + "".join(f", `{p}`" for p in report_model.plot_files(r))
+             + ". Logs: " + ", ".join(f"`{p}`" for p in r["logs"]), ""]
     return "\n".join(head)
 
 
@@ -219,6 +223,7 @@ def write(r: dict[str, Any], out: Path, latencies: Sequence[float],
                       title="end-to-end latency CDF (output ts - input ts)")
     plots.throughput(series, out / "throughput.png", title="throughput over time (load phase)",
                      xlabel="seconds from the first input", ylabel="records/s")
+    report_model.write_plots(r, out)
     (out / "report.json").write_text(json.dumps(_no_nan(r), indent=2, default=str, allow_nan=False) + "\n")
     md = markdown(r)
     (out / "report.md").write_text(md)

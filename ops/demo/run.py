@@ -25,10 +25,14 @@ from ops.bench import kafka_io
 from ops.bench.run import stage_latencies
 from ops.bench.stats import join_latency, percentiles
 from ops.bench.workers_run import WorkerSet, cpu_seconds, die_with_parent, terminate
+from ops.demo.monitor import DemoMonitor
 from ops.demo.report import Output, dead_letters, series, summarize, top_flags, worker_facts, write
+from ops.demo.watch import day_drift, drift_losses, first_alert
+from ops.loadgen.drift import inject
 from ops.loadgen.live import first_index_of_day
 from schemas.bundle import Bundle, load_bundle
 from schemas.errors import FraudstreamError
+from schemas.features import DAY_MS, TERMINAL_HORIZON_DAYS
 from trainer.simulate import History, SimConfig, simulate
 
 if TYPE_CHECKING:
@@ -57,6 +61,7 @@ class Demo:
     bootstrap: str = ""
     workers: WorkerSet | None = None
     loadgen_proc: subprocess.Popen[bytes] | None = None
+    monitor: DemoMonitor | None = None
     worker_pids: list[int] = field(default_factory=list)
     topics_created: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -78,6 +83,8 @@ class Demo:
         files = [self.logs / "trainer.log"] if (self.logs / "trainer.log").exists() else []
         if self.workers is not None:
             files += [self.workers.log(i) for i in range(self.a.workers)]
+        if self.monitor is not None:
+            files.append(self.monitor.log)
         if self.broker is not None:
             files.append(self.broker.log)
         return [str(p) for p in files]
@@ -103,16 +110,16 @@ class Demo:
         kafka_io.create_topics(self.bootstrap, [self.topic("scores")], PARTITIONS,
                                {"message.timestamp.type": "LogAppendTime"})
         self.start_workers(bundle, tx, lab)
+        self.start_monitor(bundle)
         ws = self.workers
         assert ws is not None
 
         warm: dict[str, Any] = {"transactions": warm_n, "days": a.warmup_days}
-        if not warm_n and a.workers > 1:
-            time.sleep(3.0)  # let the group settle before the clock starts
         # One load generator in live time: the history (shifted to end now) at once, then the load at the wall
         # clock; it holds between the two (--hold-after-history) until the warm-up is scored.
         self.start_loadgen(replay, "--live", "--history-days", str(a.warmup_days), "--rate", f"{a.rate:g}",
-                           "--duration", f"{a.duration:g}", *(["--hold-after-history"] if warm_n else []))
+                           "--duration", f"{a.duration:g}", *(["--hold-after-history"] if warm_n else []),
+                           *self.drift_args())
         if warm_n:
             log(f"warm-up: {warm_n:,} transactions of history ({a.warmup_days} days) shifted to end now, and their "
                 "labels reported by now, unpaced, so that the load phase meets warm customer and terminal state")
@@ -122,7 +129,8 @@ class Demo:
                 raise DemoError(f"the load generator sent {info['history_transactions']} history transactions, "
                                 f"the demo expected {warm_n}")
             warm.update(labels=info["history_labels"], labels_held=info["labels_held"],
-                        history_end_ms=info["history_end_ms"])
+                        history_end_ms=info["history_end_ms"], history_first_ts=info["history_first_ts"],
+                        shift_ms=info["shift_ms"])
             got = kafka_io.wait_count(self.bootstrap, ws.scores_topic, warm_n, 120 + warm_n / 500, ws.alive)
             if got < warm_n:
                 raise DemoError(f"the workers scored {got:,} of the {warm_n:,} warm-up transactions"
@@ -144,12 +152,14 @@ class Demo:
                 f"{'' if ws.alive() else ' (a worker exited)'}; reporting what came")
         log("stopping the workers (SIGTERM)")
         ws.stop()
+        watched = self.watch(bundle, warm)
         log("reading the topics back")
         facts = {"size": a.size, "rate": a.rate, "duration": a.duration, "workers": a.workers, "seed": a.seed,
-                 "warmup_days": a.warmup_days, "time": "live",
+                 "warmup_days": a.warmup_days, "time": "live", "drift": self.drift_facts(),
                  "replay": {f.name: getattr(replay, f.name) for f in fields(replay)}}
         r = self.collect(h, warm_n, int(sent["transactions"]), warm)
         r["workers"]["cpu_load_phase"] = cpu  # CPU seconds per second of the load phase, per worker (1.0 = a core)
+        r.update(watched)
         r.update(when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), config=facts, sent=sent,
                  bundle={"path": str(bundle.path), "source": source, "model_version": bundle.model_version,
                          "threshold": bundle.threshold},
@@ -265,7 +275,7 @@ class Demo:
         while True:
             cfg = SimConfig(base.customers, base.terminals, days, base.start, a.seed)
             t0 = time.monotonic()
-            h = simulate(cfg)
+            h = self.drifted(simulate(cfg))
             warm_n = first_index_of_day(h, a.warmup_days) if a.warmup_days > 0 else 0
             if len(h) - warm_n > a.rate * a.duration or days > 3650:
                 break
@@ -273,6 +283,90 @@ class Demo:
         log(f"replay: simulated {len(h):,} transactions ({h.is_fraud.mean():.2%} fraud), {cfg.customers:,} customers, "
             f"{cfg.terminals:,} terminals, {days} days, seed {a.seed} ({time.monotonic() - t0:.1f}s)")
         return h, cfg
+
+    # ---- drift and the monitor -------------------------------------------------------------------
+
+    def drift_from_day(self) -> int | None:
+        """The history day the drift starts on (None: no drift). By default, halfway through the days after the
+        first ``TERMINAL_HORIZON_DAYS`` (a cold start: the state is filling, every feature drifts), else halfway
+        through the warm-up."""
+        a = self.a
+        if a.drift == "none":
+            return None
+        if a.drift_from_day is not None:
+            return int(a.drift_from_day)
+        warm: int = a.warmup_days - TERMINAL_HORIZON_DAYS
+        return TERMINAL_HORIZON_DAYS + warm // 2 if warm > 1 else int(a.warmup_days) // 2
+
+    def drift_args(self) -> list[str]:
+        day = self.drift_from_day()
+        if day is None:
+            return []
+        return ["--drift-from-day", str(day), "--drift-kind", self.a.drift,
+                "--drift-factor", f"{self.a.drift_factor:g}"]
+
+    def drift_facts(self) -> dict[str, Any]:
+        day = self.drift_from_day()
+        return {"kind": "none" if day is None else self.a.drift, "from_day": day,
+                "factor": None if day is None else self.a.drift_factor}
+
+    def drifted(self, h: History) -> History:
+        """The demo's copy of what the load generator sends (``ops.loadgen.drift``'s rules): its ground truth."""
+        day = self.drift_from_day()
+        return h if day is None else inject(h, self.a.drift, day, self.a.drift_factor, self.a.seed)
+
+    def start_monitor(self, bundle: Bundle) -> None:
+        if not self.a.monitor:
+            return
+        ports = self.metrics_ports(self.a.workers + 1)
+        port = ports[-1] if ports else 0
+        self.monitor = DemoMonitor(self.bootstrap, self.topic, bundle.path.parent, self.logs, port)
+        self.monitor.start()
+        log(f"model monitor: python -m workers.monitor, pid {self.monitor.proc.pid if self.monitor.proc else '-'}"
+            + (f", metrics on http://127.0.0.1:{port}/metrics" if port else "") + f" (log {self.monitor.log})")
+
+    def watch(self, bundle: Bundle, warm: dict[str, Any]) -> dict[str, Any]:
+        """Drift per event-time day (the workers' stats) and the monitor's transaction days, once it has
+        published the days it should have (or ``--monitor-timeout`` passed)."""
+        origin = warm.get("history_first_ts") or int(time.time() * 1000)
+        origin = origin // DAY_MS * DAY_MS
+        # Before this, the workers' state is still filling (a cold start), and every feature drifts.
+        warm_from = origin + TERMINAL_HORIZON_DAYS * DAY_MS if self.a.warmup_days > TERMINAL_HORIZON_DAYS else origin
+        out: dict[str, Any] = {"watch": {"origin_ms": origin, "warm_from_ms": warm_from,
+                                         "drift_start_ms": self.drift_start_ms(warm)}}
+        if bundle.monitoring is not None:
+            stats = [orjson.loads(v) for _, _, v in kafka_io.read_topic(self.bootstrap, self.topic("stats"))]
+            days = day_drift(stats, bundle.monitoring)
+            alert = first_alert(days, out["watch"]["drift_start_ms"] or origin)
+            out["drift_days"] = [{"start": d.start, "rows": d.rows, "flags": d.flags, "workers": d.workers,
+                                  "alert_rate": d.alert_rate, "psi": d.psi} for d in days]
+            out["watch"].update(drift_losses=drift_losses(stats),
+                                expected_alert_rate=bundle.monitoring.expected_alert_rate,
+                                expected_precision=bundle.monitoring.expected_precision,
+                                first_alert_ms=None if alert is None else alert.start)
+        if self.monitor is not None:
+            t0 = time.monotonic()
+            log("waiting for the model monitor's transaction days (provisional, then feedback: 7 days of labels)")
+            tx_days, missing = self.monitor.wait(origin, int(time.time() * 1000), self.a.monitor_timeout)
+            if missing:
+                log(f"the monitor has not published {len(missing)} expected day(s) after "
+                    f"{time.monotonic() - t0:.0f} s{'' if self.monitor.alive() else ' (it exited)'}; reporting what "
+                    f"came; its log:\n{self.monitor.tail()}")
+            else:
+                log(f"monitor: {len(tx_days)} transaction days in ({time.monotonic() - t0:.1f}s)")
+            self.monitor.stop()
+            out["tx_days"] = tx_days
+            out["watch"]["monitor_missing"] = len(missing)
+        return out
+
+    def drift_start_ms(self, warm: dict[str, Any]) -> int | None:
+        """When the drift starts in the sent (shifted) event time: the simulator's day, moved by the shift."""
+        day = self.drift_from_day()
+        if day is None or "shift_ms" not in warm:
+            return None
+        first_day = SIZES[self.a.size].start  # the simulated history starts at its config's UTC midnight
+        start = int(dt.datetime.fromisoformat(first_day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+        return start + day * DAY_MS + int(warm["shift_ms"])
 
     def start_workers(self, bundle: Bundle, tx: str, lab: str) -> None:
         a = self.a
@@ -284,12 +378,16 @@ class Demo:
         self.worker_pids = [p.pid for p in self.workers.procs]
         log(f"workers: {a.workers} x python -m workers, pids {', '.join(map(str, self.worker_pids))}, "
             f"topics {self.prefix}-*")
-        if not self.workers.wait_ready(timeout_s=120):
+        # Every worker holding its share before anything is sent: a worker that takes over partitions mid-backlog
+        # finds their days already closed in its drift windows (late rows), and the first one would score alone.
+        if not self.workers.wait_assigned(timeout_s=120):
             raise DemoError(f"the workers did not get ready; their logs:\n{self.workers.tail()}")
         log(f"workers ready in {time.monotonic() - t0:.1f}s"
             + (": health/metrics on " + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports) if ports else ""))
 
-    def metrics_ports(self) -> list[int]:
+    def metrics_ports(self, n: int | None = None) -> list[int]:
+        """``n`` ports (one per worker by default) as ``--metrics-port`` says; none when it is off."""
+        n = self.a.workers if n is None else n
         spec = str(self.a.metrics_port).strip().lower()
         if spec in ("off", "0", ""):
             return []
@@ -297,12 +395,12 @@ class Demo:
             from ops.kafka.launcher import free_port
 
             ports: list[int] = []
-            while len(ports) < self.a.workers:
+            while len(ports) < n:
                 p = free_port()
                 if p not in ports:
                     ports.append(p)
             return ports
-        return [int(spec) + i for i in range(self.a.workers)]
+        return [int(spec) + i for i in range(n)]
 
     def collect(self, h: History, warm_n: int, n_sent: int, warm: dict[str, Any]) -> dict[str, Any]:
         boot = self.bootstrap
@@ -362,6 +460,9 @@ class Demo:
         if lg is not None and lg.poll() is None:
             log("stopping the load generator (SIGTERM)")
             terminate(lg, timeout_s=10)
+        if self.monitor is not None and self.monitor.alive():
+            log("stopping the model monitor (SIGTERM)")
+            self.monitor.stop()
         if self.workers is not None and self.workers.procs:
             log("stopping the workers (SIGTERM, then SIGKILL after 30 s)")
             try:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import FraudstreamError
-from schemas.settings import add, non_negative_float, positive_int
+from schemas.settings import add, non_negative_float, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from ops.loadgen.schedule import Schedule
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "live time: event time = wall clock; the history shifted to end now and sent at once, then live "
         "transactions (see above)", _flag)
     add(p, "--history-days", "FRAUDSTREAM_LOADGEN_HISTORY_DAYS", None,
-        "--live: days of history (from the first day) sent as warm-up before the live phase", _non_negative_int,
+        "--live: days of history (from the first day) sent as warm-up before the live phase", non_negative_int,
         shown="37 with --live")
     add(p, "--clock-offset-ms", "FRAUDSTREAM_LOADGEN_CLOCK_OFFSET_MS", None,
         "--live: event time = wall clock + this (the worker needs --max-future-ms above a positive offset)", int,
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--hold-after-history", "FRAUDSTREAM_LOADGEN_HOLD_AFTER_HISTORY", False,
         "--live: after the history, print {\"history\": ...} on stdout and wait for a line on stdin", _flag)
     add(p, "--drift-from-day", "FRAUDSTREAM_LOADGEN_DRIFT_FROM_DAY", None,
-        "inject drift from this day of the history on (counted from its first day; see above)", _non_negative_int)
+        "inject drift from this day of the history on (counted from its first day; see above)", non_negative_int)
     add(p, "--drift-kind", "FRAUDSTREAM_LOADGEN_DRIFT_KIND", "amount",
         "with --drift-from-day: amount (amounts x --drift-factor) | fraud (terminal compromises a day x the factor)")
     add(p, "--drift-factor", "FRAUDSTREAM_LOADGEN_DRIFT_FACTOR", 2.0, "with --drift-from-day: how strong",
@@ -116,13 +116,6 @@ def _flag(value: str) -> bool:
     from schemas.settings import flag
 
     return flag(value)
-
-
-def _non_negative_int(value: str) -> int:
-    x = int(value)
-    if x < 0:
-        raise ValueError(f"must be >= 0, got {value}")
-    return x
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,8 @@ def _score(h: Any, i: int, score: float, version: str) -> dict[str, Any]:
     return {"schema_version": 1, "tx_id": str(h.tx_id[i]), "customer_id": str(h.customer_id[i]),
             "terminal_id": str(h.terminal_id[i]), "ts": ts, "amount": int(h.amount_cents[i]) / 100,
             "score": score, "threshold": THRESHOLD, "flag": score >= THRESHOLD, "model_version": version,
-            "worker_id": "w-test", "timing": {"input_ts": ts, "consumed_at": ts, "scored_at": ts}}
+            "worker_id": "w-test", "timing": {"input_ts": ts, "consumed_at": ts, "scored_at": ts},
+            "source": {"partition": i % 4, "offset": i // 4}}
 
 
 def _label(lab: Any, j: int, fraud: int, reported_at: int) -> dict[str, Any]:

@@ -29,12 +29,22 @@ def _score(**change: Any) -> bytes:
     (_score(tx_id="has space"), "bad_id:tx_id"), (_score(ts=NOW + 2 * 3_600_000), "future_ts"),
     (_score(score=1.5), "bad_score"), (_score(score=True), "bad_score"), (_score(score="0.5"), "bad_score"),
     (_score(flag=1), "bad_type:flag"), (_score(model_version=""), "bad_model_version"),
-    (_score(model_version="a|b"), "bad_model_version"),
+    (_score(model_version="a|b"), "bad_model_version"), (_score(source={"partition": -1}), "bad_type:source"),
+    (_score(source={"partition": "3"}), "bad_type:source"), (_score(source=[3]), "bad_type:source"),
 ])
 def test_a_bad_score_is_rejected_with_its_reason(raw: bytes, reason: str) -> None:
-    batch, rejects = decode_scores([_score(), raw], [NOW, NOW], 3_600_000)
+    batch, _, rejects = decode_scores([_score(), raw], [NOW, NOW], 3_600_000)
     assert batch.tx_id == [SCORE["tx_id"]] and batch.score.tolist() == [SCORE["score"]]
     assert [(i, rj.reason) for i, rj in rejects] == [(1, reason)]
+
+
+def test_each_source_reports_its_largest_event_time_and_a_score_without_one_is_its_own() -> None:
+    raws = [_score(ts=NOW - 50, source={"partition": 2, "offset": 7}),
+            _score(ts=NOW - 90, source={"partition": 2, "offset": 8}),
+            _score(ts=NOW - 70, source={"partition": 0, "offset": 1}), _score(ts=NOW - 10, source=None)]
+    batch, by_source, rejects = decode_scores(raws, [NOW] * 4, 3_600_000)
+    assert not rejects and len(batch.ts) == 4
+    assert by_source == {2: NOW - 50, 0: NOW - 70, -1: NOW - 10}
 
 
 class _Record:

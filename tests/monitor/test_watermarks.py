@@ -48,3 +48,44 @@ def test_a_silent_stream_follows_the_other_and_two_silent_streams_meet_at_the_to
     w.observe(SCORES, 0, 1000, now=16.0)
     w.set_caught_up(SCORES, 0, True)
     assert w.current(30.0) == (1000, 1000)
+
+
+def test_a_scores_partition_stands_at_its_slowest_source() -> None:
+    """Two input partitions' scores interleaved in one scores partition, days apart (a backlog): the slow
+    one holds the partition back until it is silent for SOURCE_IDLE_S while the partition goes on."""
+    from workers.monitor.watermarks import SOURCE_IDLE_S
+
+    w = marks()
+    w.observe(SCORES, 0, 900, now=1.0, by_source={0: 900, 1: 200})
+    w.observe(SCORES, 1, 950, now=1.0, by_source={0: 950, 1: 250})
+    assert w.current(1.0)[0] == 200
+    w.observe(SCORES, 0, 960, now=2.0, by_source={0: 960, 1: 400})
+    w.observe(SCORES, 1, 970, now=2.0, by_source={1: 100})  # older than its source's largest: no step back
+    assert w.current(2.0)[0] == 250
+    w.observe(SCORES, 1, 980, now=2.0, by_source={1: 300})
+    assert w.current(2.0)[0] == 300
+    late = 2.0 + SOURCE_IDLE_S
+    w.observe(SCORES, 0, 990, now=late, by_source={0: 990})
+    w.observe(SCORES, 1, 995, now=late, by_source={0: 995})  # source 1 silent that long: it holds nothing
+    assert w.current(late)[0] == 990
+
+
+def test_an_expected_source_holds_its_partition_until_seen_or_silent_that_long() -> None:
+    """The slowest worker's first scores may come long after the fastest one's: the input partitions are
+    expected from the start, so none of them is late for having come last."""
+    from workers.monitor.watermarks import SOURCE_IDLE_S
+
+    w = marks()
+    w.expect_sources(SCORES, [0, 1], now=0.0)
+    w.observe(SCORES, 0, 900, now=1.0, by_source={0: 900})
+    w.observe(SCORES, 1, 950, now=1.0, by_source={0: 950})
+    assert w.current(1.0)[0] is None, "source 1 not seen yet"
+    w.observe(SCORES, 0, 100, now=2.0, by_source={1: 100})
+    assert w.current(2.0)[0] is None, "seen in partition 0 only"
+    w.observe(SCORES, 1, 120, now=2.0, by_source={1: 120})
+    assert w.current(2.0)[0] == 100
+    other = marks()
+    other.expect_sources(SCORES, [0, 1], now=0.0)
+    other.observe(SCORES, 0, 900, now=SOURCE_IDLE_S, by_source={0: 900})
+    other.observe(SCORES, 1, 950, now=SOURCE_IDLE_S, by_source={0: 950})
+    assert other.current(SOURCE_IDLE_S)[0] == 900, "a source never seen stops holding after SOURCE_IDLE_S"

@@ -17,9 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from kafka import KafkaAdminClient
@@ -27,8 +29,11 @@ from kafka import KafkaAdminClient
 from ops.bench.kafka_io import delete_topics, read_topic
 from ops.demo.report import Output, exactly_once, flag_quality, summarize, top_flags, why_flags
 from ops.demo.run import REPORT_FILES, SIZES
+from ops.loadgen.drift import inject
 from schemas.bundle import Bundle
-from trainer.simulate import SimConfig, simulate
+from schemas.drift import PSI_ALERT, PSI_WARN
+from schemas.features import DAY_MS
+from trainer.simulate import History, SimConfig, simulate
 
 
 def _demo(bundle: Bundle, out: Path, *args: str) -> list[str]:
@@ -110,7 +115,8 @@ def test_sizes_are_the_trainers() -> None:
 def test_demo_reports_what_the_topics_hold_and_leaves_nothing_running(
         kafka_bootstrap: str, kafka_admin: KafkaAdminClient, bundle: Bundle, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    done = subprocess.run(_demo(bundle, out, "--duration", "10", "--warmup-days", "8", "--keep-topics"),
+    done = subprocess.run(_demo(bundle, out, "--duration", "10", "--warmup-days", "12", "--drift-from-day", "6",
+                                "--keep-topics"),
                           env=_env(kafka_bootstrap), capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     r = json.loads((out / "report.json").read_text())
@@ -124,7 +130,9 @@ def test_demo_reports_what_the_topics_hold_and_leaves_nothing_running(
         assert not _processes_mentioning(str(out)), "a worker outlived the demo"
 
         # The load phase, independently: the same simulated history, the topics read back.
-        h = simulate(SimConfig(**r["config"]["replay"]))
+        assert r["config"]["drift"] == {"kind": "amount", "from_day": 6, "factor": 2.0}
+        plain = simulate(SimConfig(**r["config"]["replay"]))
+        h = inject(plain, "amount", 6, 2.0, r["config"]["seed"])
         warm_n, n = r["warmup"]["transactions"], r["sent"]["transactions"]
         assert warm_n > 0 and n >= 0.8 * 300 * 10
         load = {str(t): bool(f) for t, f in zip(h.tx_id[warm_n:warm_n + n], h.is_fraud[warm_n:warm_n + n],
@@ -160,8 +168,37 @@ def test_demo_reports_what_the_topics_hold_and_leaves_nothing_running(
         assert r["dead_letters"]["count"] == 0 and r["dead_letters"]["reasons"] == {}
         assert r["workers"]["providers"] and r["workers"]["model_versions"] == [bundle.model_version]
         assert r["broker"] == {"bootstrap": kafka_bootstrap, "kind": "reused"}
+        _check_the_model_live(r, h, plain, out)
     finally:
         delete_topics(kafka_bootstrap, prefix)
+
+
+def _check_the_model_live(r: dict[str, Any], h: History, plain: History, out: Path) -> None:
+    """Drift per day and the monitor's days, against the history the demo sent: every warm-up transaction
+    counted in its day by the workers and by the monitor (none late), the amount drift seen from its day."""
+    w, warm_n = r["watch"], r["warmup"]["transactions"]
+    shifted = h.ts[:warm_n].astype(np.int64) + int(r["warmup"]["shift_ms"])
+    per_day = Counter((shifted // DAY_MS * DAY_MS).tolist())
+    done = [d for d in r["drift_days"] if d["start"] + DAY_MS <= r["warmup"]["history_end_ms"]]
+    assert len(done) >= 10 and all(d["rows"] == per_day[d["start"]] for d in done), "a row lost or counted twice"
+    start = w["drift_start_ms"]
+    first = int(np.flatnonzero(h.amount_cents[:warm_n] != plain.amount_cents[:warm_n])[0])
+    assert shifted[first - 1] < start <= shifted[first], "the report's drift start is the first drifted transaction's"
+    before = [d["psi"]["TX_AMOUNT"] for d in done if d["start"] + DAY_MS <= start and d["rows"] >= 1000]
+    after = [d["psi"]["TX_AMOUNT"] for d in done if d["start"] >= start]
+    assert before and max(before) < PSI_WARN, before
+    assert after and min(after) > PSI_ALERT, after
+    assert w["first_alert_ms"] is not None and w["first_alert_ms"] <= start
+    days = {d["window_start"]: d for d in r["tx_days"]}
+    assert w["monitor_missing"] == 0 and days, "the monitor published the days it should have"
+    assert all(days[s]["n_scored"] == n for s, n in per_day.items() if s in days and s + DAY_MS <= shifted[-1]), \
+        "the monitor counted every score of its day (none late for the workers' backlog)"
+    labelled = [d for d in days.values() if d["stage"] == "feedback"]
+    assert labelled and all(0 < d["n_labelled"] <= d["n_scored"] and d["precision"] is not None for d in labelled)
+    for name in ("drift_psi.png", "live_precision.png"):
+        assert (out / name).stat().st_size > 0, name
+    md = (out / "report.md").read_text()
+    assert "## The model, live" in md and "DriftCritical fires on day 6" in md, md
 
 
 def _wait_gone(texts: list[str], timeout_s: float) -> list[int]:

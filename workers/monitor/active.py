@@ -57,6 +57,7 @@ class Active:
         self.core = MonitorCore(s.horizon_days, s.lateness_ms, calibrations)
         self.marks = Watermarks({self.stream[t]: range(partitions[t]) for t in self.stream}, s.idle_ms / 1000,
                                 time.monotonic())
+        self.marks.expect_sources(SCORES, range(partitions.get(s.topics.transactions, 0)), time.monotonic())
         self.floors: dict[TopicPartition, int | None] = {}  # None: set by the partition's first valid record
         self.dead_before: set[tuple[str, int, int]] = set()
         self.rebuild_ends: dict[TopicPartition, int] = {}
@@ -125,15 +126,16 @@ class Active:
         """Decode one partition's fetch into the core; its dead letters (those not already sent)."""
         stream = self.stream[tp.topic]
         if stream == SCORES:
-            scores, rejects = decode_scores([r.value for r in records], [r.timestamp for r in records],
-                                            self.s.max_future_ms)
+            scores, by_source, rejects = decode_scores([r.value for r in records], [r.timestamp for r in records],
+                                                       self.s.max_future_ms)
             self.core.add_scores(scores)
             times = scores.ts
         else:
+            by_source = None
             labels, rejects = decode_label_records(records, self.s.max_future_ms)
             self.core.add_labels(labels)
             times = labels.reported_at
-        self.marks.observe(stream, tp.partition, int(times.max()) if len(times) else None, now)
+        self.marks.observe(stream, tp.partition, int(times.max()) if len(times) else None, now, by_source)
         if self.floors.get(tp, NO_FLOOR) is None and len(times):
             self.floors[tp] = int(times[0]) + self.s.lateness_ms + 1  # what was skipped came before, on time
             self._set_floors()

@@ -27,6 +27,7 @@ REBUILD_MARGIN_MS = 2 * DAY_MS
 
 @dataclass(frozen=True)
 class MonitorTopics:
+    transactions: str = Topics().transactions
     scores: str = Topics().scores
     labels: str = Topics().labels
     metrics: str = "model-metrics"
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--bootstrap", "FRAUDSTREAM_BOOTSTRAP", os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         "Kafka bootstrap servers (host:port[,host:port])", shown="$KAFKA_BOOTSTRAP, else 127.0.0.1:9092")
     d = MonitorTopics()
+    add(p, "--topic-transactions", "FRAUDSTREAM_TOPIC_TRANSACTIONS", d.transactions,
+        "topic: the workers' input (only its partition count is read: every scores partition waits for the "
+        "scores of each input partition)")
     add(p, "--topic-scores", "FRAUDSTREAM_TOPIC_SCORES", d.scores, "topic: the workers' scores (read)")
     add(p, "--topic-labels", "FRAUDSTREAM_TOPIC_LABELS", d.labels, "topic: fraud labels (read)")
     add(p, "--topic-metrics", "FRAUDSTREAM_TOPIC_MODEL_METRICS", d.metrics,
@@ -125,8 +129,8 @@ def parse(argv: list[str] | None = None) -> MonitorSettings:
         raise ConfigError(f"--session-timeout-s {a.session_timeout_s}: brokers refuse sessions under 6 s by default "
                           f"(group.min.session.timeout.ms) (env FRAUDSTREAM_MONITOR_SESSION_TIMEOUT_S)")
     key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    topics = MonitorTopics(scores=a.topic_scores, labels=a.topic_labels, metrics=a.topic_metrics,
-                           dlq=a.topic_metrics_dlq, lease=a.topic_lease)
+    topics = MonitorTopics(transactions=a.topic_transactions, scores=a.topic_scores, labels=a.topic_labels,
+                           metrics=a.topic_metrics, dlq=a.topic_metrics_dlq, lease=a.topic_lease)
     if len({*vars(topics).values()}) < len(vars(topics)):
         raise ConfigError(f"the monitor's topics must differ: {topics}")
     return MonitorSettings(

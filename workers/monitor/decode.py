@@ -36,8 +36,13 @@ SCORE_REASONS = {
 _FIELDS = ("schema_version", "tx_id", "customer_id", "terminal_id", "ts", "score", "flag", "model_version")
 
 
-def check_score(obj: Any, now_ms: int, max_future_ms: int) -> tuple[str, str, str, int, float, bool] | Reject:
-    """(tx_id, customer_id, model_version, ts, score, flag) of a decoded Score message, or why not."""
+NO_SOURCE = -1  # a score without ``source`` (written before it existed): one source of its own
+
+
+def check_score(obj: Any, now_ms: int,
+                max_future_ms: int) -> tuple[str, str, str, int, float, bool, int] | Reject:
+    """(tx_id, customer_id, model_version, ts, score, flag, source partition) of a decoded Score message, or
+    why not."""
     if type(obj) is not dict:
         return Reject("not_object", f"expected a JSON object, got {type(obj).__name__}")
     for name in _FIELDS:
@@ -59,13 +64,20 @@ def check_score(obj: Any, now_ms: int, max_future_ms: int) -> tuple[str, str, st
         return Reject("bad_type:flag", f"flag must be a boolean, got {type(flag).__name__}")
     if type(model) is not str or _bad_id(model) or "|" in model:
         return Reject("bad_model_version", f"model_version {model!r}: {SCORE_REASONS['bad_model_version']}"[:200])
-    return ids[0], sys.intern(ids[1]), model, obj["ts"], float(score), flag  # a card's id once in memory
+    source = obj.get("source")
+    part = source.get("partition") if type(source) is dict else None
+    if source is not None and (type(part) is not int or part < 0):
+        return Reject("bad_type:source", f"source.partition must be an integer >= 0, got {part!r}"[:200])
+    # A card's id once in memory.
+    return ids[0], sys.intern(ids[1]), model, obj["ts"], float(score), flag, NO_SOURCE if part is None else part
 
 
 def decode_scores(values: Sequence[bytes | None], now_ms: Sequence[int],
-                  max_future_ms: int) -> tuple[ScoreBatch, list[tuple[int, Reject]]]:
-    """The valid scores of a fetch as a batch, and the rejected ones by position."""
-    good: list[tuple[str, str, str, int, float, bool]] = []
+                  max_future_ms: int) -> tuple[ScoreBatch, dict[int, int], list[tuple[int, Reject]]]:
+    """The valid scores of a fetch as a batch, the largest event time of each source among them (the
+    watermarks' ``by_source``), and the rejected ones by position."""
+    good: list[tuple[str, str, str, int, float, bool, int]] = []
+    by_source: dict[int, int] = {}
     rejects: list[tuple[int, Reject]] = []
     for i, (raw, now) in enumerate(zip(values, now_ms, strict=True)):
         obj = _decode(raw)
@@ -74,9 +86,10 @@ def decode_scores(values: Sequence[bytes | None], now_ms: Sequence[int],
             rejects.append((i, got))
         else:
             good.append(got)
-    tx, card, version, ts, score, flag = zip(*good, strict=True) if good else ((),) * 6
+            by_source[got[6]] = max(by_source.get(got[6], got[3]), got[3])
+    tx, card, version, ts, score, flag, _ = zip(*good, strict=True) if good else ((),) * 7
     return ScoreBatch(list(tx), list(card), list(version), np.array(ts, np.int64), np.array(score, np.float64),
-                      np.array(flag, np.bool_)), rejects
+                      np.array(flag, np.bool_)), by_source, rejects
 
 
 def decode_label_records(records: Sequence[Any], max_future_ms: int) -> tuple[LabelBatch, list[tuple[int, Reject]]]:

@@ -59,9 +59,20 @@ def ensure_topics(s: MonitorSettings) -> dict[str, int]:
             raise ConfigError(f"lease topic {t.lease!r} has {counts[t.lease]} partitions: it must have exactly one "
                               f"(delete it, or point --topic-lease at a new name)")
         _warn_short_retention(s, admin)
-        return {t.scores: counts[t.scores], t.labels: counts[t.labels], t.dlq: counts[t.dlq]}
+        return {t.scores: counts[t.scores], t.labels: counts[t.labels], t.dlq: counts[t.dlq],
+                t.transactions: _input_partitions(s, admin, existing)}
     finally:
         admin.close()
+
+
+def _input_partitions(s: MonitorSettings, admin: KafkaAdminClient, existing: set[str]) -> int:
+    """The input topic's partitions (the sources each scores partition waits for); 0, with a warning, without it."""
+    if s.topics.transactions not in existing:
+        log.warning("topic %r (--topic-transactions) does not exist: the scores partitions wait for no input "
+                    "partition, and in a backlog the first scores of the slowest ones may count late",
+                    s.topics.transactions)
+        return 0
+    return _partitions(admin, [s.topics.transactions])[s.topics.transactions]
 
 
 def _partitions(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
