@@ -38,6 +38,11 @@ LABEL org.opencontainers.image.title="fraudstream" \
       org.opencontainers.image.description="Kafka -> Faust workers -> ONNX Runtime fraud scoring; LightGBM trainer" \
       org.opencontainers.image.licenses="Apache-2.0" \
       io.fraudstream.variant="${VARIANT}"
+# LightGBM (the trainer, and the workers' reason codes) links the system's OpenMP runtime, which the slim
+# base lacks: the one package the image adds, without recommends, its apt lists removed.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 fraudstream \
     && useradd --system --uid 10001 --gid fraudstream --home-dir /app --shell /usr/sbin/nologin fraudstream \
     && mkdir -p /app /bundles \

@@ -126,8 +126,10 @@ _REASON = _sub("a feature that raised the score", {
 _EXPLANATION = _sub(
     "why the transaction was flagged: TreeSHAP from the bundle's LightGBM model (pred_contrib), in log-odds. "
     "raw_score = bias + the sum of EVERY feature's contribution (the reasons list only the largest positive "
-    "ones), and score = sigmoid(raw_score) up to float32 rounding. Absent when the worker runs with --reasons 0 "
-    "(or, logged, when explaining failed): a flag is never held back for want of its reasons.", {
+    "ones), and score = sigmoid(raw_score) up to float32 rounding. Absent when the worker runs with --reasons 0, "
+    "beyond its --reasons-share (a flood of flags: the highest-scored are explained), or, logged, when explaining "
+    "failed (fraudstream_flags_unexplained_total counts the last two): a flag is never held back for want of "
+    "its reasons.", {
         "raw_score": {"type": "number", "description": "the model's raw score (log-odds) of the transaction"},
         "bias": {"type": "number",
                  "description": "the expected raw score over the training data (TreeSHAP's base value)"},

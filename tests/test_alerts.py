@@ -35,7 +35,8 @@ def exported_by_fraudstream() -> set[str]:
     """The workers' registry, plus the names the monitor's collector yields (it has no fixed registry)."""
     monitor = (ROOT / "workers" / "monitor" / "metrics.py").read_text()
     names = set(re.findall(r'"(fraudstream_[a-z_]+)"', monitor))
-    names |= {f"fraudstream_monitor_{n}" for n in re.findall(r'"([a-z_]+)"', monitor.split("COUNTS", 1)[1][:400])}
+    counts = re.findall(r'"([a-z_]+)"', monitor.split("COUNTS", 1)[1][:400])
+    names |= {f"fraudstream_monitor_{n}{total}" for n in counts for total in ("", "_total")}  # counters get _total
     return set(exported_sample_names()) | names
 
 

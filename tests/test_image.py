@@ -301,10 +301,14 @@ def test_dockerfile_shape() -> None:
     runs = build.all("RUN")
     assert runs == ['sh ops/docker/install.sh deps "$VIRTUAL_ENV" "$VARIANT"',
                     'sh ops/docker/install.sh project "$VIRTUAL_ENV"'], runs
-    # The final stage: the venv from the build stage and nothing else, no package manager, not root.
+    # The final stage: the venv from the build stage, the OpenMP runtime LightGBM links and nothing else (its
+    # apt lists removed), no build tools, not root.
     copies = final.all("COPY")
     assert copies == ["--from=build /opt/venv /opt/venv"], copies
-    for run in final.all("RUN"):
+    apt, *others = final.all("RUN")
+    assert " ".join(apt.split()) == "apt-get update && apt-get install -y --no-install-recommends libgomp1 " \
+                                    "&& rm -rf /var/lib/apt/lists/*", apt
+    for run in others:
         assert not re.search(r"apt-get|apk |pip |gcc|make\b", run), run
     user = final.all("USER")[-1].split(":")[0]
     assert user.isdigit() and user != "0" and f"--uid {user}" in " ".join(final.all("RUN"))

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
         from workers.explain import load_explainer
 
-        explainer = load_explainer(bundle, s.reasons)  # its native model: loaded now, refused now
+        explainer = load_explainer(bundle, s.reasons, s.reasons_share)  # its native model: loaded now, refused now
         from workers.config import GPU_BATCH_SIZE
         from workers.score import GPU_PROVIDERS, Scorer
 

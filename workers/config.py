@@ -14,7 +14,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.features import LABEL_CUTOFF_MARGIN_MS
 from schemas.kafka_auth import KafkaAuth
-from schemas.settings import add, flag, non_negative_float, positive_int
+from schemas.settings import add, flag, non_negative_float, non_negative_int, positive_int
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 GRAPHS = ("auto", "tree", "tensor")
@@ -78,6 +78,7 @@ class Settings:
     stall_after_s: float = 30.0
     drain_timeout_s: float = 10.0
     reasons: int = 3               # reason codes per flag (workers/explain.py); 0: none, LightGBM not loaded
+    reasons_share: float = 0.1     # at most this share of the scored rows explained, on average (ReasonBudget)
     drift: bool = True             # count scored rows into the bundle's reference bins (workers/drift.py)
     test_hooks: bool = False       # env FRAUDSTREAM_TEST_HOOKS=1: POST /debug/pause|resume (tests only)
 
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--reasons", "FRAUDSTREAM_REASONS", 3,
         "reason codes per flag: the features with the largest positive TreeSHAP contributions (LightGBM's "
         "pred_contrib on the flagged rows only, about 1 ms a flag); 0: flags carry no explanation", non_negative_int)
+    add(p, "--reasons-share", "FRAUDSTREAM_REASONS_SHARE", 0.1,
+        "at most this share of the scored rows get reason codes, on average: under a flood of flags the "
+        "highest-scored of each batch are explained, the others go out without (counted in "
+        "fraudstream_flags_unexplained_total)", _share)
     add(p, "--drift", "FRAUDSTREAM_DRIFT", True,
         "drift monitoring: scored rows counted into the bundle's reference bins per stats interval, event-time "
         "hour and day; PSI and alert rate in latency-stats and /metrics (a bundle without a monitoring block: off, "
@@ -183,11 +188,11 @@ def positive_float(value: str) -> float:
     return x
 
 
-def non_negative_int(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise ValueError(f"must be >= 0, got {n}")
-    return n
+def _share(value: str) -> float:
+    x = float(value)
+    if not 0 < x <= 1:
+        raise ValueError(f"must be a share in (0, 1], got {value}")
+    return x
 
 
 def batch_size(value: str) -> int:
@@ -246,7 +251,8 @@ def parse(argv: list[str] | None = None) -> Settings:
         session_timeout_s=a.session_timeout_s, auth=KafkaAuth.from_env(),
         commit_interval_ms=a.commit_interval_ms, latency_target_ms=a.latency_target_ms,
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
-        stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, reasons=a.reasons, graph=a.graph,
+        stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, reasons=a.reasons,
+        reasons_share=a.reasons_share, graph=a.graph,
         batch_size_auto=a.batch_size == 0,
         drift=a.drift,
         test_hooks=os.environ.get("FRAUDSTREAM_TEST_HOOKS", "") == "1",

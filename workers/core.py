@@ -95,12 +95,14 @@ class Outputs:
     records: list[Out]
     scored: int            # the first ``scored`` records are scores and flags
     flagged: int
+    unexplained: int = 0   # flags sent without reason codes (beyond the explainer's budget, or it failed)
 
 
 class Core:
     def __init__(self, cfg: CoreConfig, table: TerminalTable, explainer: Explainer | None = None) -> None:
         self.cfg, self.table = cfg, table
         self.explainer = explainer  # None: flags are the score messages, with no explanation
+        self.unexplained = 0  # flags sent without reason codes although the core has an explainer
         self.states: dict[int, TxPartition] = {}
         self.pending: dict[int, deque[Pending]] = {}
 
@@ -183,6 +185,7 @@ class Core:
         c, t = self.cfg, self.cfg.topics
         values = score_messages(d.ready, scores, c.threshold, c.model_version, c.worker_id, scored_at)
         flags = scores >= c.threshold
+        before = self.unexplained
         flag_values = iter(self._flag_values(d, scores, flags, values, scored_at))
         out: list[Out] = []
         for a, value, flag in zip(d.ready, values, flags.tolist(), strict=True):
@@ -195,7 +198,7 @@ class Core:
         for rec, reject in d.dead:
             out.append((t.dlq, rec.key, rec.value or b"",
                         dead_letter_headers(rec.partition, rec.offset, reject, t.transactions, c.worker_id)))
-        return Outputs(out, scored, int(flags.sum()))
+        return Outputs(out, scored, int(flags.sum()), self.unexplained - before)
 
     def _flag_values(self, d: Decision, scores: F32, flags: npt.NDArray[np.bool_], values: list[bytes],
                      scored_at: int) -> list[bytes]:
@@ -204,14 +207,22 @@ class Core:
         rows = np.flatnonzero(flags)
         if self.explainer is None or len(rows) == 0:
             return [values[i] for i in rows.tolist()]
+        n = self.explainer.budget.take(len(d.ready), len(rows))
+        # Over the budget: the highest-scored flags are explained (stable: ties keep row order).
+        chosen = rows if n == len(rows) else np.sort(rows[np.argsort(-scores[rows], kind="stable")[:n]])
+        out = {i: values[i] for i in rows.tolist()}
+        self.unexplained += len(rows) - len(chosen)
         try:
-            explanations = self.explainer.explain(d.rows[rows])
+            explanations = self.explainer.explain(d.rows[chosen])
         except Exception:  # a flag is never held back for want of its reasons (the schema allows none)
-            log.exception("explaining %d flags failed: they go out without reason codes", len(rows))
-            return [values[i] for i in rows.tolist()]
+            log.exception("explaining %d flags failed: they go out without reason codes", len(chosen))
+            self.unexplained += len(chosen)
+            return list(out.values())
         c = self.cfg
-        return flag_messages([d.ready[i] for i in rows.tolist()], scores[rows], explanations, c.threshold,
-                             c.model_version, c.worker_id, scored_at)
+        explained = flag_messages([d.ready[i] for i in chosen.tolist()], scores[chosen], explanations, c.threshold,
+                                  c.model_version, c.worker_id, scored_at)
+        out.update(zip(chosen.tolist(), explained, strict=True))
+        return list(out.values())
 
     # -- idle partitions -------------------------------------------------------------------------
 

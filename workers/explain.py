@@ -63,15 +63,37 @@ def top_reasons(contrib: F64, rows: F32, names: Sequence[str], k: int) -> list[E
     return out
 
 
-class Explainer:
-    """TreeSHAP reason codes of a booster's rows, ``top_k`` (>= 1) positive contributions each."""
+class ReasonBudget:
+    """How many of a batch's flags get reason codes: on average at most ``share`` of the rows scored. Each
+    row scored earns ``share`` of an explanation, each explanation spends one, and the credit is kept up
+    to ``burst``: normal traffic (flags under the share) is explained in full, and a flood of flags (a
+    drift, an attack) costs at most ``share`` x the price of one explanation per row."""
 
-    def __init__(self, booster: lgb.Booster | Any, names: Sequence[str], top_k: int) -> None:
+    def __init__(self, share: float, burst: float = 256.0) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"the share of rows explained must be in (0, 1], got {share}")
+        self.share, self.burst, self.credit = share, burst, burst
+
+    def take(self, scored: int, flags: int) -> int:
+        """How many of a batch's ``flags`` (of ``scored`` rows) to explain now."""
+        self.credit = min(self.burst, self.credit + self.share * scored)
+        n = min(flags, int(self.credit))
+        self.credit -= n
+        return n
+
+
+class Explainer:
+    """TreeSHAP reason codes of a booster's rows, ``top_k`` (>= 1) positive contributions each, within a
+    ``ReasonBudget``."""
+
+    def __init__(self, booster: lgb.Booster | Any, names: Sequence[str], top_k: int,
+                 budget: ReasonBudget | None = None) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1 (0 means no explainer), got {top_k}")
         if booster.num_feature() != len(names):
             raise ValueError(f"the booster has {booster.num_feature()} features, the names {len(names)}")
         self.booster, self.names, self.top_k = booster, tuple(names), top_k
+        self.budget = budget or ReasonBudget(1.0)
 
     def explain(self, rows: F32) -> list[Explanation]:
         """One explanation per row of ``rows`` (float32, the bundle's feature order); none for no rows."""
@@ -83,7 +105,7 @@ class Explainer:
         return top_reasons(contrib, rows, self.names, self.top_k)
 
 
-def load_explainer(bundle: Bundle, top_k: int) -> Explainer | None:
+def load_explainer(bundle: Bundle, top_k: int, share: float = 1.0) -> Explainer | None:
     """The bundle's explainer (None when ``top_k`` is 0); ``BundleError`` when its native model is unusable,
     ``ConfigError`` when LightGBM itself does not load."""
     if top_k == 0:
@@ -103,4 +125,4 @@ def load_explainer(bundle: Bundle, top_k: int) -> Explainer | None:
         raise BundleError(f"{path}: LightGBM cannot load it ({exc})") from exc
     if booster.feature_name() != list(FEATURE_NAMES):
         raise BundleError(f"{path}: its features {booster.feature_name()} are not this worker's {list(FEATURE_NAMES)}")
-    return Explainer(booster, FEATURE_NAMES, top_k)
+    return Explainer(booster, FEATURE_NAMES, top_k, ReasonBudget(share))

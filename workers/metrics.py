@@ -4,7 +4,8 @@ The names are a contract (the Grafana dashboard queries them):
 
 - ``fraudstream_records_consumed_total``: records read from the transactions topic
 - ``fraudstream_scored_total``: transactions scored and published
-- ``fraudstream_flagged_total``: flags published
+- ``fraudstream_flagged_total``: flags published; ``fraudstream_flags_unexplained_total``: of them, without
+  reason codes (over ``--reasons-share``, or explaining failed)
 - ``fraudstream_dead_letters_total{reason}``: dead letters, by the category of the reason code
   (the part before ':', e.g. ``missing_field`` for ``missing_field:amount``)
 - ``fraudstream_batch_size``: histogram of rows per ONNX Runtime call
@@ -59,7 +60,7 @@ NAMES = (
     "fraudstream_labels_consumed_total", "fraudstream_label_dead_letters_total",
     "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
     "fraudstream_dead_letter_stubs_total", "fraudstream_drift_psi", "fraudstream_alert_rate",
-    "fraudstream_expected_alert_rate", "fraudstream_drift_rows",
+    "fraudstream_expected_alert_rate", "fraudstream_drift_rows", "fraudstream_flags_unexplained_total",
 )
 
 
@@ -103,6 +104,8 @@ class Metrics:
                                 registry=r)
         self.scored = Counter("fraudstream_scored", "transactions scored and published", registry=r)
         self.flagged = Counter("fraudstream_flagged", "fraud flags published", registry=r)
+        self.unexplained = Counter("fraudstream_flags_unexplained", "flags published without reason codes: over "
+                                   "--reasons-share, or explaining failed (logged)", registry=r)
         self.dead_letters = Counter("fraudstream_dead_letters", "records sent to the dead-letter topic, by reason "
                                     "category (the reason code before ':')", ["reason"], registry=r)
         self.batch_size = Histogram("fraudstream_batch_size", "rows per ONNX Runtime call", buckets=BATCH_BUCKETS,
@@ -157,7 +160,9 @@ class Metrics:
         self.inference.observe(seconds)
 
     def record_outputs(self, scored: int, flagged: int, latency_ms: npt.NDArray[np.int64] | None,
-                       dead_reasons: Iterable[str]) -> None:
+                       dead_reasons: Iterable[str], unexplained: int = 0) -> None:
+        if unexplained:
+            self.unexplained.inc(unexplained)
         if scored:
             self.scored.inc(scored)
         if flagged:

@@ -226,7 +226,8 @@ class Runner:
             e2e_ms = np.maximum(done - ts_in, 0)
             self.stats.record_batch(len(d.ready), f.inference_s, queue_ms=np.maximum(f.scored_at - ts_in, 0),
                                     e2e_ms=e2e_ms, flagged=out.flagged, scored=len(d.ready))
-        self.metrics.record_outputs(len(d.ready), out.flagged, e2e_ms, (reject.reason for _, reject in d.dead))
+        self.metrics.record_outputs(len(d.ready), out.flagged, e2e_ms, (reject.reason for _, reject in d.dead),
+                                    out.unexplained)
         self.stats.record_dead_lettered(len(d.dead))
         self.stats.record_redelivered(sum(1 for a in d.ready if not a.new))
 

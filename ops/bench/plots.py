@@ -65,10 +65,12 @@ def sweep(points: Sequence[Mapping[str, float]], path: Path) -> None:
 
 def over_days(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, ylabel: str,
               hlines: Mapping[str, float] | None = None, vline: tuple[str, float] | None = None,
-              log_y: bool = False) -> None:
+              log_y: bool = False, span: tuple[str, float, float] | None = None) -> None:
     """Values per day, one marked line each; dashed horizontal references (alert bounds, the training
-    report's figure) and a dotted vertical marker (when a drift began)."""
+    report's figure), a dotted vertical marker (when a drift began) and a shaded span (a cold start)."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    if span is not None:
+        ax.axvspan(span[1], span[2], color="grey", alpha=0.12, label=span[0])
     for label, (x, y) in lines.items():
         ax.plot(x, y, marker="o", markersize=3, label=label)
     for (label, level), style in zip((hlines or {}).items(), ("--", "-.", ":"), strict=False):

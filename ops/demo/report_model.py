@@ -158,13 +158,16 @@ def write_plots(r: Mapping[str, Any], out: Path) -> None:
         return
     start = w.get("drift_start_ms")
     vline = None if start is None else ("drift starts", day_number(start, w["origin_ms"]))
+    warm = day_number(w.get("warm_from_ms", w["origin_ms"]), w["origin_ms"])
+    cold = ("cold start (state filling)", 0.0, warm) if warm > 0 else None
     days = r.get("drift_days", [])
     if days:
         x = [day_number(d["start"], w["origin_ms"]) + 0.5 for d in days]
         plots.over_days({"score": (x, [d["psi"][SCORE] for d in days]),
                          "worst feature": (x, [_worst(d["psi"])[1] for d in days])},
                         out / DRIFT_PLOT, "PSI per event-time day against the training reference", "PSI",
-                        {f"warn {PSI_WARN}": PSI_WARN, f"alert {PSI_ALERT}": PSI_ALERT}, vline, log_y=True)
+                        {f"warn {PSI_WARN}": PSI_WARN, f"alert {PSI_ALERT}": PSI_ALERT}, vline, log_y=True,
+                        span=cold)
     tx = r.get("tx_days", [])
     if tx:
         lab = [d for d in tx if d["stage"] in LABELLED_STAGES and d["precision"] is not None]
@@ -176,4 +179,4 @@ def write_plots(r: Mapping[str, Any], out: Path) -> None:
         plots.over_days({"realised (7 days of labels)": (mid(lab), [d["precision"] for d in lab]),
                          "estimated (calibrated scores)": (mid(est), [d["estimated_precision"] for d in est])},
                         out / PRECISION_PLOT, "precision at the threshold per transaction day", "precision",
-                        {"the bundle's estimate": ref} if ref is not None else None, vline)
+                        {"the bundle's estimate": ref} if ref is not None else None, vline, span=cold)

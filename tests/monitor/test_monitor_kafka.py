@@ -82,6 +82,8 @@ def test_metrics_equal_the_offline_truth_through_a_kill_a_failover_and_a_restart
         status, text = m.get("b", "/metrics")
         assert status == 200 and "fraudstream_monitor_active 1.0" in text
         assert f'fraudstream_model_metric{{kind="tx_day_final",metric="auc",version="{bundle.model_version}"}}' in text
+        assert (f'fraudstream_model_training_metric{{metric="precision",version="{bundle.model_version}"}} '
+                f'{calibration.expected_precision!r}') in text, "the training figure the precision alert compares with"
     finally:
         prod.close()
         m.stop_all()

@@ -24,7 +24,7 @@ from tests.workers.test_core import D0, TOPICS, ready_through, tx
 from trainer.export import to_onnx
 from workers.config import parse
 from workers.core import Core, CoreConfig
-from workers.explain import Explainer, Explanation, load_explainer, top_reasons
+from workers.explain import Explainer, Explanation, ReasonBudget, load_explainer, top_reasons
 from workers.state import TxPartition
 from workers.terminals import TerminalTable
 
@@ -115,6 +115,10 @@ def test_ties_go_to_the_earlier_feature_and_no_positive_contribution_gives_no_re
 def test_zero_reasons_means_no_explainer(bundle_dir: Path) -> None:
     assert load_explainer(load_bundle(bundle_dir), 0) is None
     assert parse(["--reasons", "0"]).reasons == 0 and parse([]).reasons == 3
+    assert parse([]).reasons_share == 0.1 and parse(["--reasons-share", "1"]).reasons_share == 1.0
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ConfigError):
+            parse(["--reasons-share", bad])
     with pytest.raises(ValueError, match="top_k"):
         Explainer(lgb.Booster(model_file=str(bundle_dir / LGB_FILE)), FEATURE_NAMES, 0)
 
@@ -149,8 +153,9 @@ def test_lightgbm_that_does_not_load_is_a_one_line_config_error(bundle_dir: Path
 class Spy:
     """An explainer double: records the rows it was asked about."""
 
-    def __init__(self, inner: Explainer | None = None, fail: bool = False) -> None:
+    def __init__(self, inner: Explainer | None = None, fail: bool = False, budget: ReasonBudget | None = None) -> None:
         self.inner, self.fail, self.calls = inner, fail, []  # type: list[F32]
+        self.budget = budget or ReasonBudget(1.0)
 
     def explain(self, rows: F32) -> list[Explanation]:
         self.calls.append(rows.copy())
@@ -211,5 +216,29 @@ def test_without_an_explainer_or_when_it_fails_flags_are_the_score_messages(boos
         for t, _, v, _ in out.records:
             by_topic.setdefault(t, []).append(v or b"")
         assert by_topic[TOPICS.flags] == [by_topic[TOPICS.scores][0], by_topic[TOPICS.scores][2]]
+        assert out.unexplained == (0 if explainer is None else 2), "a failure is counted"
         for v in by_topic[TOPICS.flags]:
             jsonschema.validate(orjson.loads(v), FLAG)  # the schema allows a flag without explanation
+
+
+def test_the_budget_explains_up_to_its_share_of_the_rows_and_keeps_a_bounded_credit() -> None:
+    b = ReasonBudget(0.1, burst=2)
+    assert b.take(scored=10, flags=5) == 2  # the initial credit is the burst, and the batch's share tops it at 2
+    assert b.take(scored=10, flags=5) == 1  # a flood: one a batch of 10, the share
+    assert b.take(scored=10, flags=0) == 0
+    assert b.take(scored=1000, flags=0) == 0 and b.credit == 2, "a quiet spell buys no more than the burst"
+    assert b.take(scored=10, flags=1) == 1, "normal traffic (flags under the share) is explained in full"
+    with pytest.raises(ValueError, match="share"):
+        ReasonBudget(0.0)
+
+
+def test_over_the_budget_the_highest_scored_flags_are_explained_and_the_rest_counted(booster: lgb.Booster) -> None:
+    inner = Explainer(booster, FEATURE_NAMES, 3)
+    spy = Spy(inner, budget=ReasonBudget(0.25, burst=1))
+    core, d = decided_core(spy)
+    out = core.outputs(d, np.array([0.9, 0.2, 0.6, 0.95], np.float32), scored_at=1)  # type: ignore[arg-type]
+    assert len(spy.calls) == 1
+    np.testing.assert_array_equal(spy.calls[0], d.rows[[3]])  # type: ignore[attr-defined]
+    flags = [orjson.loads(v or b"") for t, _, v, _ in out.records if t == TOPICS.flags]
+    assert [(f["tx_id"], "explanation" in f) for f in flags] == [("t0", False), ("t2", False), ("t3", True)]
+    assert out.flagged == 3 and out.unexplained == 2

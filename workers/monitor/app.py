@@ -45,6 +45,7 @@ class Monitor:
         self.metrics = MonitorMetrics()
         self.metrics.ready = lambda: self.readiness()[0]
         self.calibrations = Calibrations(s.bundles, s.bundle_key)
+        self.metrics.training = self.calibrations.found.get  # loaded by the windows, never at scrape time
         self.lease = Lease(s, self.activate, self.deactivate)
         self.supervisor = Supervisor(self.component_died)
         self.active: Active | None = None

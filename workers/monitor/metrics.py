@@ -6,6 +6,8 @@ The names are a contract (dashboards and alerts query them):
   latest window published for the version and kind; kind is ``arrival_1h|arrival_1d|arrival_7d`` or
   ``tx_day_provisional|tx_day_feedback|tx_day_final``; a null metric is NaN
 - ``fraudstream_model_metric_window_start_seconds{version,kind}``: which window that is
+- ``fraudstream_model_training_metric{version,metric}``: what the bundle's validation rows said of the
+  version (``precision``, ``alert_rate`` at its threshold), for the versions with a window published
 - ``fraudstream_monitor_active``: 1 on the instance holding the lease; ``fraudstream_monitor_ready``: /readyz
 - ``fraudstream_monitor_watermark_seconds{topic}``: event-time watermark of ``scores`` / ``labels``;
   ``fraudstream_monitor_clock_seconds``: the last hour boundary closed
@@ -27,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from schemas.drift import Monitoring
 from schemas.monitoring import METRIC_FIELDS
 from workers.monitor.windows import MonitorCore, Window
 
@@ -46,6 +49,7 @@ class MonitorMetrics(Collector):
         self.core: MonitorCore | None = None
         self.active = False
         self.ready: Callable[[], bool] = lambda: False
+        self.training: Callable[[str], Monitoring | None] = lambda _: None  # a version's bundle figures
         self.marks: dict[str, int | None] = {"scores": None, "labels": None}
         self.rebuild_s: float | None = None
         self.latest: dict[tuple[str, str], Window] = {}
@@ -130,6 +134,14 @@ class MonitorMetrics(Collector):
                 metric.add_metric([version, kind, name], NAN if value is None else float(value))
         yield metric
         yield start
+        training = GaugeMetricFamily("fraudstream_model_training_metric", "what the bundle's validation rows said "
+                                     "of the version at its threshold", labels=["version", "metric"])
+        for version in sorted({v for v, _ in self.latest}):
+            m = self.training(version)
+            if m is not None:
+                training.add_metric([version, "precision"], m.expected_precision)
+                training.add_metric([version, "alert_rate"], m.expected_alert_rate)
+        yield training
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
