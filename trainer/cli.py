@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(ev, "--json-out", "FRAUDSTREAM_EVAL_JSON", None, "write the results as JSON here", Path)
     ex = sub.add_parser("export", help="re-export a bundle's LightGBM model to ONNX, check parity, re-seal")
     ex.add_argument("bundle", type=Path, help="bundle directory")
+    from trainer.registry import add_commands
+
+    add_commands(sub)  # publish, promote, rollback, models: the registry on Kafka (trainer/registry.py)
     return parser
 
 
@@ -338,6 +341,10 @@ COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "run": cmd_run, "evalu
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command not in COMMANDS:
+            from trainer.registry import run
+
+            return run(args)
         return COMMANDS[args.command](args)
     except (FraudstreamError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

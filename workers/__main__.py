@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         from workers.health import bind
 
         metrics_socket = bind(s.metrics_host, s.metrics_port)  # a port in use is refused here, before Kafka
-        bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
+        if s.bundle is None:
+            from workers.registry import champion_bundle
+
+            bundle = champion_bundle(s)
+        else:
+            bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
         from workers.explain import load_explainer
 
         explainer = load_explainer(bundle, s.reasons, s.reasons_share)  # its native model: loaded now, refused now
@@ -55,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if s.batch_size_auto and scorer.provider in GPU_PROVIDERS:
             s = replace(s, batch_size=GPU_BATCH_SIZE)  # see workers/config.py
         scorer.warm_up(s.batch_size)
+        from workers.model import check_parity
+
+        check_parity(bundle)
         log.info("inference: %s, batch size %d", scorer.describe(), s.batch_size)
         log.info("kafka: %s at %s", s.auth.describe(), s.bootstrap)
         from workers.topics import ensure_topics

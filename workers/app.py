@@ -121,6 +121,11 @@ class Worker:
         self.supervisor.spawn("watchdog", self.watch_partitions())
         self.supervisor.spawn("flusher", self.flusher())
         self.supervisor.spawn("stats", self.publish_stats())
+        if self.s.bundle is None:  # the registry's champion: follow it
+            from workers.registry import Follower
+
+            self.supervisor.spawn("registry follower", Follower(self.s, self.runner, self.metrics,
+                                                                self.s.batch_size).run())
         self.health.ready = True
         log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", self.s.worker_id,
                  time.monotonic() - t0, self.scorer.provider, self.bundle.model_version, self.bundle.path,

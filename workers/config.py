@@ -37,12 +37,14 @@ class Topics:
     stats: str = "latency-stats"
     dlq: str = "transactions.dlq"
     terminal_days: str = "terminal-days"
+    model_bundles: str = "model-bundles"    # the registry (schemas/registry.py): read without --bundle
+    model_control: str = "model-control"
 
 
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str
-    bundle: Path
+    bundle: Path | None  # None: the registry's champion (workers/registry.py)
     bundle_key: bytes | None = field(repr=False)  # the HMAC secret: never in a repr or a log line
     require_signature: bool
     topics: Topics
@@ -89,11 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="fraudstream stream worker: score transactions from Kafka with ONNX Runtime")
     add(p, "--bootstrap", "FRAUDSTREAM_BOOTSTRAP", os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         "Kafka bootstrap servers (host:port[,host:port])", shown="$KAFKA_BOOTSTRAP, else 127.0.0.1:9092")
-    add(p, "--bundle", "FRAUDSTREAM_BUNDLE", Path("bundles/latest"), "model bundle directory", Path)
+    add(p, "--bundle", "FRAUDSTREAM_BUNDLE", None,
+        "model bundle directory; unset: the champion of the model registry (topics model-bundles and "
+        "model-control), followed while running: a new champion is swapped in without a restart", Path)
     add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
         "refuse an unsigned bundle (key in env FRAUDSTREAM_BUNDLE_KEY)", flag)
     d = Topics()
-    for name in ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days"):
+    for name in ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days", "model_bundles",
+                 "model_control"):
         add(p, f"--topic-{name.replace('_', '-')}", f"FRAUDSTREAM_TOPIC_{name.upper()}", getattr(d, name),
             f"topic: {name.replace('_', ' ')}")
     add(p, "--partitions", "FRAUDSTREAM_PARTITIONS", 4, "partitions of the topics created at start when missing",

@@ -4,6 +4,8 @@ The names are a contract (the Grafana dashboard queries them):
 
 - ``fraudstream_records_consumed_total``: records read from the transactions topic
 - ``fraudstream_scored_total``: transactions scored and published
+- ``fraudstream_model_swaps_total`` / ``fraudstream_model_refused_total``: champions from the registry swapped
+  in / refused by a check (workers/registry.py)
 - ``fraudstream_flagged_total``: flags published; ``fraudstream_flags_unexplained_total``: of them, without
   reason codes (over ``--reasons-share``, or explaining failed)
 - ``fraudstream_dead_letters_total{reason}``: dead letters, by the category of the reason code
@@ -61,6 +63,7 @@ NAMES = (
     "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
     "fraudstream_dead_letter_stubs_total", "fraudstream_drift_psi", "fraudstream_alert_rate",
     "fraudstream_expected_alert_rate", "fraudstream_drift_rows", "fraudstream_flags_unexplained_total",
+    "fraudstream_model_swaps_total", "fraudstream_model_refused_total",
 )
 
 
@@ -104,6 +107,10 @@ class Metrics:
                                 registry=r)
         self.scored = Counter("fraudstream_scored", "transactions scored and published", registry=r)
         self.flagged = Counter("fraudstream_flagged", "fraud flags published", registry=r)
+        self.model_swaps = Counter("fraudstream_model_swaps", "models swapped in from the registry while running",
+                                   registry=r)
+        self.model_refused = Counter("fraudstream_model_refused", "champions from the registry refused by a check "
+                                     "(logged; the running model kept serving)", registry=r)
         self.unexplained = Counter("fraudstream_flags_unexplained", "flags published without reason codes: over "
                                    "--reasons-share, or explaining failed (logged)", registry=r)
         self.dead_letters = Counter("fraudstream_dead_letters", "records sent to the dead-letter topic, by reason "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,19 @@ class Runner:
         # table moved) or an in-flight batch was acknowledged. The flusher waits on it.
         self.wake = asyncio.Event()
         table.on_mark = self.wake.set
+
+    async def swap(self, bundle: Bundle, scorer: ScorerPort, explainer: Explainer | None) -> str:
+        """Serve another model from the next batch on (under the lock, so that no batch is scored by two, and
+        every score names the version that made it); the version it replaced. The drift windows restart
+        against the new bundle's reference: the old one's open windows are dropped."""
+        async with self.lock:
+            old = self.model_version
+            self.bundle, self.scorer = bundle, scorer
+            self.threshold, self.model_version = bundle.threshold, bundle.model_version
+            self.core.cfg = replace(self.core.cfg, threshold=bundle.threshold, model_version=bundle.model_version)
+            self.core.explainer = explainer
+            self.drift, self.drift_off_reason = self._drift_monitor()
+            return old
 
     def _drift_monitor(self) -> tuple[DriftMonitor | None, str]:
         """The drift monitor, or None and why (logged once: a worker without one still scores)."""

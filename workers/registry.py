@@ -1,0 +1,109 @@
+"""The worker's side of the model registry (``schemas/registry.py``): take the champion at start when no
+``--bundle`` is given, then follow ``model-control`` and swap in each new champion without a restart.
+
+A new champion is fetched (chunk checksums), verified (``load_bundle``: file checksums, the signature
+when ``--require-signature``, the feature version) and built beside the running model
+(``workers/model.py``: native model, session, warm-up batch, parity of its two graphs), all in a thread
+while the running model keeps scoring; then ``Runner.swap`` puts it in between two batches. A version
+that fails a check is refused with a log line and ``fraudstream_model_refused_total``, and the running
+model keeps serving; it is tried again only when a later control record names it.
+
+Bundles are reassembled under ``<--data-dir>/registry/<version>``; the fetch reads the whole bundles
+topic (it holds every published version until compaction drops replaced keys): fine for a registry of
+tens of versions, not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from schemas.bundle import Bundle, load_bundle
+from schemas.errors import ConfigError, FraudstreamError
+from schemas.registry import Control
+from schemas.registry_io import Registry
+from workers.config import Settings
+from workers.errors import step_forever
+from workers.metrics import Metrics
+from workers.model import Model, build
+from workers.runner import Runner
+
+log = logging.getLogger("fraudstream.registry")
+POLL_MS = 1000
+
+
+def registry_of(s: Settings) -> Registry:
+    return Registry(s.bootstrap, s.auth, s.topics.model_bundles, s.topics.model_control,
+                    client_id=f"{s.worker_id}-registry")
+
+
+def root(s: Settings) -> Path:
+    return s.data_dir / "registry"
+
+
+def fetch_verified(s: Settings, reg: Registry, version: str) -> Bundle:
+    """The version's bundle, reassembled and verified as ``--bundle`` would be."""
+    return load_bundle(reg.fetch(version, root(s)), key=s.bundle_key, require_signature=s.require_signature)
+
+
+def champion_bundle(s: Settings) -> Bundle:
+    """Start-up without ``--bundle``: the champion named in ``model-control``, verified."""
+    reg = registry_of(s)
+    try:
+        reg.ensure_topics()
+        c = reg.control()
+        if c.champion is None:
+            raise ConfigError(f"no --bundle given and no champion in {reg.control_topic}: publish a bundle and "
+                              f"promote it (`python -m trainer publish BUNDLE`, `python -m trainer promote "
+                              f"VERSION`), or pass --bundle PATH")
+        log.info("registry: champion %s (promoted by %s: %s)", c.champion, c.by or "?", c.reason or "-")
+        return fetch_verified(s, reg, c.champion)
+    finally:
+        reg.close()
+
+
+class Follower:
+    """Follows ``model-control``; swaps the runner's model when the champion changes."""
+
+    def __init__(self, s: Settings, runner: Runner, metrics: Metrics, batch_size: int) -> None:
+        self.s, self.runner, self.metrics, self.batch_size = s, runner, metrics, batch_size
+        self.registry = registry_of(s)
+        self.refused: tuple[str, int] | None = None  # (version, control record's time) last refused
+
+    async def run(self) -> None:
+        try:
+            await step_forever(self.step, "registry follower", log)
+        finally:
+            self.registry.close()
+
+    async def step(self) -> None:
+        c = await asyncio.to_thread(self.registry.poll_control, POLL_MS)
+        if c is not None and self._wanted(c):
+            await self.switch(c)
+
+    def _wanted(self, c: Control) -> bool:
+        return (c.champion is not None and c.champion != self.runner.model_version
+                and self.refused != (c.champion, c.at))
+
+    async def switch(self, c: Control) -> None:
+        assert c.champion is not None
+        t0 = time.monotonic()
+        try:
+            model = await asyncio.to_thread(self.prepare, c.champion)
+        except FraudstreamError as exc:
+            self.refused = (c.champion, c.at)
+            self.metrics.model_refused.inc()
+            log.error("model %s refused: %s; %s keeps serving", c.champion, exc, self.runner.model_version)
+            return
+        old = await self.runner.swap(model.bundle, model.scorer, model.explainer)
+        self.metrics.model_swaps.inc()
+        self.metrics.set_model(model.version, str(model.bundle.manifest.get("feature_set", {}).get("version", "?")),
+                               model.scorer.provider, str(model.scorer.graph))
+        lag = time.time() - c.at / 1000 if c.at else float("nan")
+        log.info("model %s -> %s: swapped in %.2fs, %.2fs after its control record (%s)", old, model.version,
+                 time.monotonic() - t0, lag, c.reason or "-")
+
+    def prepare(self, version: str) -> Model:
+        return build(self.s, fetch_verified(self.s, self.registry, version), self.batch_size)
