@@ -5,7 +5,9 @@
   compacted ``model-bundles`` topic; publishing the same version again with the same content is a no-op,
   with other content it replaces it;
 - ``promote VERSION``: makes a published version the champion (``--shadow``: the shadow), one record on
-  the compacted ``model-control`` topic, which every worker started without ``--bundle`` follows;
+  the compacted ``model-control`` topic, which every worker started without ``--bundle`` follows; the
+  version is fetched and verified first, as the workers will (a tampered chunk, another feature set, a
+  missing signature under ``--require-signature`` are refused here, exit 2);
 - ``rollback``: the champion before the current one comes back;
 - ``models``: every published version, its test metrics, when it was created, and its state.
 
@@ -18,7 +20,9 @@ import argparse
 import getpass
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from schemas.bundle import load_bundle
 from schemas.errors import BundleError
@@ -44,16 +48,21 @@ def _change(p: argparse.ArgumentParser) -> None:
     add(p, "--reason", "FRAUDSTREAM_REGISTRY_REASON", "", "why (recorded)")
 
 
+def _signature(p: argparse.ArgumentParser) -> None:
+    add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
+        "refuse a bundle without a valid HMAC signature (key in FRAUDSTREAM_BUNDLE_KEY)", flag, nargs="?", const=True)
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub = sub.add_parser("publish", help="put a bundle in the registry (topic model-bundles)")
     pub.add_argument("bundle", help="bundle directory")
     _common(pub)
-    add(pub, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
-        "refuse a bundle without a valid HMAC signature", flag, nargs="?", const=True)
+    _signature(pub)
     pro = sub.add_parser("promote", help="make a published version the champion (or the shadow)")
     pro.add_argument("version", help="a published model version (see `models`)")
     pro.add_argument("--shadow", action="store_true", help="make it the shadow instead (scores, never flags)")
     _change(pro)
+    _signature(pro)
     rb = sub.add_parser("rollback", help="make the previous champion the champion again")
     _change(rb)
     models = sub.add_parser("models", help="list the published versions and which serve")
@@ -73,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
         reg.close()
 
 
-def _publish(reg: Registry, args: argparse.Namespace) -> int:
+def _key() -> bytes | None:
     key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    bundle = load_bundle(args.bundle, key=key.encode() if key else None, require_signature=args.require_signature)
+    return key.encode() if key else None
+
+
+def _publish(reg: Registry, args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle, key=_key(), require_signature=args.require_signature)
     t0 = time.monotonic()
     index, written = reg.publish(bundle)
     size = sum(f.size for f in index.files.values())
@@ -101,6 +114,8 @@ def _promote(reg: Registry, args: argparse.Namespace) -> int:
     if args.version not in reg.indexes():
         raise BundleError(f"model {args.version} is not published: `python -m trainer publish BUNDLE` first "
                           f"(`python -m trainer models` lists what is)")
+    with tempfile.TemporaryDirectory() as tmp:  # what the workers will fetch, checked as they will check it
+        load_bundle(reg.fetch(args.version, Path(tmp)), key=_key(), require_signature=args.require_signature)
     c, now = reg.control(), int(time.time() * 1000)
     if args.shadow:
         return _write(reg, c.with_shadow(args.version, now, _who(args), args.reason))

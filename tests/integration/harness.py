@@ -30,10 +30,12 @@ class Run:
     batch_size: int = 500
     metrics_port: int = 0  # 0: no health/metrics server, so that workers on this host never share a port
     extra: list[str] = field(default_factory=list)  # more worker flags
+    registry: bool = False  # no --bundle: the registry's champion (its topics in ``extra``)
 
     def args(self) -> list[str]:
         t = self.topics
-        return ["--bootstrap", self.bootstrap, "--bundle", str(self.bundle.path), "--group-id", self.group,
+        model = [] if self.registry else ["--bundle", str(self.bundle.path)]
+        return ["--bootstrap", self.bootstrap, *model, "--group-id", self.group,
                 "--topic-transactions", t["transactions"], "--topic-labels", t["labels"],
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
                 "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
