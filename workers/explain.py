@@ -76,7 +76,8 @@ class ReasonBudget:
 
     def take(self, scored: int, flags: int) -> int:
         """How many of a batch's ``flags`` (of ``scored`` rows) to explain now."""
-        self.credit = min(self.burst, self.credit + self.share * scored)
+        # The saved credit is capped, not this batch's earning: at share 1 every flag is always explained.
+        self.credit = min(self.burst, self.credit) + self.share * scored
         n = min(flags, int(self.credit))
         self.credit -= n
         return n

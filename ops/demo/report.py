@@ -85,11 +85,12 @@ def summarize(sent: Mapping[str, int], scores: Sequence[Output], flags: Sequence
 
 
 def top_flags(flags: Iterable[Mapping[str, Any]], truth: Mapping[str, bool], n: int = 5) -> list[dict[str, Any]]:
-    """The ``n`` highest-scored flag messages (the first of each tx_id) with their reason codes, if any."""
+    """The ``n`` highest-scored flag messages (the first of each tx_id) with their reason codes, the explained
+    ones first (over ``--reasons-share`` a worker sends flags without)."""
     first: dict[str, Mapping[str, Any]] = {}
     for m in flags:
         first.setdefault(str(m["tx_id"]), m)
-    ranked = sorted(first.values(), key=lambda m: (-float(m["score"]), str(m["tx_id"])))[:n]
+    ranked = sorted(first.values(), key=lambda m: (not m.get("explanation"), -float(m["score"]), str(m["tx_id"])))[:n]
     return [{"tx_id": str(m["tx_id"]), "score": float(m["score"]), "fraud": truth.get(str(m["tx_id"])),
              "explanation": m.get("explanation")} for m in ranked]
 

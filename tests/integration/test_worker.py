@@ -54,7 +54,9 @@ def test_worker_scores_everything_once_with_offline_parity(run: Run, history: tu
     # Graph tensor: the tensorized (GPU) graph run on the CPU gives the offline (tree graph) scores.
     h, lab = history
     # Commit interval 1 ms: a commit after every acknowledged batch; latency target: adaptive batches.
-    run.batch_size, run.extra = batch_size, [*run.extra, *extra]
+    # Every flag explained (--reasons-share 1), so that check_reasons sees them all: the budget's own rule is
+    # tests/workers/test_explain.py's.
+    run.batch_size, run.extra = batch_size, [*run.extra, "--reasons-share", "1", *extra]
     if graph != "auto":
         run.extra = [*run.extra, "--graph", graph]
     worker = run.start("w1")

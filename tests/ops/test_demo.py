@@ -95,6 +95,7 @@ def test_the_top_flags_show_their_reasons() -> None:
              {"tx_id": "b", "score": 0.92, "explanation": why}, {"tx_id": "c", "score": 0.5}]
     top = top_flags(flags, {"a": False, "b": True}, n=2)
     assert [(f["tx_id"], f["fraud"]) for f in top] == [("b", True), ("a", False)]
+    assert top_flags([*flags, {"tx_id": "z", "score": 0.99}], {}, n=1)[0]["tx_id"] == "b", "explained ones first"
     text = "\n".join(why_flags(top))
     assert "| b | 0.9200 | yes | TERMINAL_ID_RISK_7DAY_WINDOW = 0.5 (+4.25); TX_AMOUNT = 1,234.5 (+1.00); " \
            "bias -3.00, raw score 2.50 |" in text

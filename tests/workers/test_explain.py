@@ -223,18 +223,21 @@ def test_without_an_explainer_or_when_it_fails_flags_are_the_score_messages(boos
 
 def test_the_budget_explains_up_to_its_share_of_the_rows_and_keeps_a_bounded_credit() -> None:
     b = ReasonBudget(0.1, burst=2)
-    assert b.take(scored=10, flags=5) == 2  # the initial credit is the burst, and the batch's share tops it at 2
+    assert b.take(scored=10, flags=5) == 3  # the initial credit (the burst) and the batch's share
     assert b.take(scored=10, flags=5) == 1  # a flood: one a batch of 10, the share
     assert b.take(scored=10, flags=0) == 0
-    assert b.take(scored=1000, flags=0) == 0 and b.credit == 2, "a quiet spell buys no more than the burst"
+    assert b.take(scored=1000, flags=0) == 0 and b.take(scored=0, flags=500) == 2, \
+        "a quiet spell buys no more than the burst"
     assert b.take(scored=10, flags=1) == 1, "normal traffic (flags under the share) is explained in full"
+    every = ReasonBudget(1.0, burst=2)
+    assert [every.take(scored=500, flags=f) for f in (500, 300, 500)] == [500, 300, 500], "share 1: every flag"
     with pytest.raises(ValueError, match="share"):
         ReasonBudget(0.0)
 
 
 def test_over_the_budget_the_highest_scored_flags_are_explained_and_the_rest_counted(booster: lgb.Booster) -> None:
     inner = Explainer(booster, FEATURE_NAMES, 3)
-    spy = Spy(inner, budget=ReasonBudget(0.25, burst=1))
+    spy = Spy(inner, budget=ReasonBudget(0.25, burst=0))  # this batch earns 4 x 0.25: one explanation
     core, d = decided_core(spy)
     out = core.outputs(d, np.array([0.9, 0.2, 0.6, 0.95], np.float32), scored_at=1)  # type: ignore[arg-type]
     assert len(spy.calls) == 1
