@@ -1,32 +1,37 @@
-"""``python -m trainer {simulate,train,evaluate,export,run}`` — every option has an env variable.
+"""``python -m trainer {simulate,train,evaluate,export,run,score}`` — every option has an env variable.
 
 - ``simulate``: write the handbook simulator's history to Parquet.
 - ``train``: fit, evaluate and write a model bundle from Parquet files (or a fresh simulation).
 - ``evaluate``: the handbook protocol over several simulator seeds: mean and std, no bundle.
 - ``export``: re-export a bundle's native model to ONNX (both graphs), re-check parity, re-seal the bundle.
 - ``run``: simulate, then train (the book's defaults; ``--quick`` for a small, fast version).
+- ``score``: score a Parquet history with a bundle, offline, into a scores Parquet file (trainer/score.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from schemas.errors import FraudstreamError
-from schemas.settings import add, positive_int
+from schemas.settings import add, flag, positive_int
 from trainer.fit import TRAIN_DAYS, FitParams
 from trainer.simulate import SimConfig
 
 QUICK = SimConfig(customers=1000, terminals=2000, days=84, seed=0)
+SCORE_CHUNK_ROWS = 100_000  # score: rows per ONNX Runtime call and Parquet row group
 
 
 def _log(msg: str) -> None:
@@ -98,6 +103,24 @@ def _bundle_options(p: argparse.ArgumentParser) -> None:
                    help="sign the bundle with HMAC-SHA256 using the key in env FRAUDSTREAM_BUNDLE_KEY")
 
 
+def _score_options(p: argparse.ArgumentParser) -> None:
+    add(p, "--bundle", "FRAUDSTREAM_BUNDLE", None, "model bundle directory to score with (required)", Path)
+    add(p, "--transactions", "FRAUDSTREAM_TRANSACTIONS", None, "transactions Parquet file to score (required)", Path)
+    add(p, "--labels", "FRAUDSTREAM_LABELS", None, "labels Parquet file (unset: no labels, the terminal risk "
+        "features see no fraud)", Path)
+    # ops.configref keys the README's rows by the longest option string: --scores-out keeps this row apart
+    # from train's --out (another variable, another meaning); --out is the short form.
+    out = SimpleNamespace(add_argument=lambda name, **kw: p.add_argument("--out", name, **kw))
+    add(out, "--scores-out", "FRAUDSTREAM_SCORES_OUT", None, "the scores Parquet file to write (also --out; "
+        "required)", Path, dest="out")
+    add(p, "--chunk-rows", "FRAUDSTREAM_SCORE_CHUNK_ROWS", SCORE_CHUNK_ROWS, "rows per ONNX Runtime call and Parquet "
+        "row group", positive_int)
+    add(p, "--now", "FRAUDSTREAM_NOW", None, "the time no event of the files may be after (the worker's rule): "
+        "an ISO-8601 UTC time or epoch ms; default: the wall clock (set it to replay a later history)", epoch_ms)
+    add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
+        "refuse a bundle without a valid HMAC signature (key in FRAUDSTREAM_BUNDLE_KEY)", flag, nargs="?", const=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(ev, "--json-out", "FRAUDSTREAM_EVAL_JSON", None, "write the results as JSON here", Path)
     ex = sub.add_parser("export", help="re-export a bundle's LightGBM model to ONNX, check parity, re-seal")
     ex.add_argument("bundle", type=Path, help="bundle directory")
+    sc = sub.add_parser("score", help="score a Parquet history with a bundle (offline features, ONNX Runtime) "
+                        "into a scores Parquet file: backfills, audits")
+    _score_options(sc)
     from trainer.registry import add_commands
 
     add_commands(sub)  # publish, promote, rollback, models: the registry on Kafka (trainer/registry.py)
@@ -334,8 +360,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_progress() -> Any:
+    """A live bar on stderr when that is a terminal; None elsewhere (see :func:`_score_reporter`)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
+    return Progress(TextColumn("[trainer] {task.description}"), BarColumn(), TaskProgressColumn(),
+                    TextColumn("{task.completed:,} rows"), TimeElapsedColumn(), console=console, transient=True)
+
+
+def _score_reporter(bar: Any) -> Callable[[str, int, int], None]:
+    """``score_history``'s progress: into the bar, or without one a log line every 5 s while scoring."""
+    tasks: dict[str, Any] = {}
+    last = [time.monotonic()]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if bar is not None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task({"read": "reading", "score": "scoring"}[stage], total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+        elif stage == "score" and done < total and time.monotonic() - last[0] >= 5:
+            last[0] = time.monotonic()
+            _log(f"scoring: {done:,}/{total:,} rows")
+
+    return progress
+
+
+def _required(args: argparse.Namespace) -> None:
+    """The score command's files: given, and there (one line each, naming the fix)."""
+    needs = {"bundle": ("--bundle", "FRAUDSTREAM_BUNDLE", "the model bundle directory, e.g. bundles/latest"),
+             "transactions": ("--transactions", "FRAUDSTREAM_TRANSACTIONS", "the transactions Parquet file"),
+             "out": ("--out", "FRAUDSTREAM_SCORES_OUT", "the scores Parquet file to write")}
+    for dest, (name, env, what) in needs.items():
+        if getattr(args, dest) is None:
+            raise FraudstreamError(f"{name} is required (or env {env}): {what}")
+    for name, path, fix in (("--transactions", args.transactions, "`python -m trainer simulate` writes one"),
+                            ("--labels", args.labels, "or leave --labels out to score without labels")):
+        if path is not None and not path.is_file():
+            raise FraudstreamError(f"{name} {path}: no such file: give a Parquet file ({fix})")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from schemas.bundle import load_bundle
+    from trainer.data import Now
+    from trainer.score import score_history
+
+    _required(args)
+    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
+    bundle = load_bundle(args.bundle, key=key.encode() if key else None, require_signature=args.require_signature)
+    _log(f"model {bundle.model_version}, threshold {bundle.threshold:.6f} ({bundle.onnx_path})")
+    bar = _score_progress()
+    with bar if bar is not None else contextlib.nullcontext():
+        summary = score_history(bundle, args.transactions, args.labels, args.out, chunk_rows=args.chunk_rows,
+                                now=None if args.now is None else Now(args.now), log=_log,
+                                progress=_score_reporter(bar))
+    _log(summary.line())
+    print(summary.out)
+    return 0
+
+
 COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "run": cmd_run, "evaluate": cmd_evaluate,
-            "export": cmd_export}
+            "export": cmd_export, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:
