@@ -37,6 +37,7 @@ class Topics:
     stats: str = "latency-stats"
     dlq: str = "transactions.dlq"
     terminal_days: str = "terminal-days"
+    shadow_scores: str = "shadow-scores"    # the registry's shadow version's scores (never flagged)
     model_bundles: str = "model-bundles"    # the registry (schemas/registry.py): read without --bundle
     model_control: str = "model-control"
 
@@ -97,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
         "refuse an unsigned bundle (key in env FRAUDSTREAM_BUNDLE_KEY)", flag)
     d = Topics()
-    for name in ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days", "model_bundles",
-                 "model_control"):
+    for name in ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days", "shadow_scores",
+                 "model_bundles", "model_control"):
         add(p, f"--topic-{name.replace('_', '-')}", f"FRAUDSTREAM_TOPIC_{name.upper()}", getattr(d, name),
             f"topic: {name.replace('_', ' ')}")
     add(p, "--partitions", "FRAUDSTREAM_PARTITIONS", 4, "partitions of the topics created at start when missing",

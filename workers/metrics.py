@@ -63,7 +63,7 @@ NAMES = (
     "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
     "fraudstream_dead_letter_stubs_total", "fraudstream_drift_psi", "fraudstream_alert_rate",
     "fraudstream_expected_alert_rate", "fraudstream_drift_rows", "fraudstream_flags_unexplained_total",
-    "fraudstream_model_swaps_total", "fraudstream_model_refused_total",
+    "fraudstream_model_swaps_total", "fraudstream_model_refused_total", "fraudstream_shadow_failed_total",
 )
 
 
@@ -111,6 +111,8 @@ class Metrics:
                                    registry=r)
         self.model_refused = Counter("fraudstream_model_refused", "champions from the registry refused by a check "
                                      "(logged; the running model kept serving)", registry=r)
+        self.shadow_failed = Counter("fraudstream_shadow_failed", "transactions the shadow model failed to score "
+                                     "(logged; the champion's outputs went out)", registry=r)
         self.unexplained = Counter("fraudstream_flags_unexplained", "flags published without reason codes: over "
                                    "--reasons-share, or explaining failed (logged)", registry=r)
         self.dead_letters = Counter("fraudstream_dead_letters", "records sent to the dead-letter topic, by reason "

@@ -70,7 +70,8 @@ class Follower:
     def __init__(self, s: Settings, runner: Runner, metrics: Metrics, batch_size: int) -> None:
         self.s, self.runner, self.metrics, self.batch_size = s, runner, metrics, batch_size
         self.registry = registry_of(s)
-        self.refused: tuple[str, int] | None = None  # (version, control record's time) last refused
+        self.refused: set[tuple[str, int]] = set()  # (version, control record's time) refused
+        self.shadow: str | None = None
 
     async def run(self) -> None:
         try:
@@ -80,22 +81,44 @@ class Follower:
 
     async def step(self) -> None:
         c = await asyncio.to_thread(self.registry.poll_control, POLL_MS)
-        if c is not None and self._wanted(c):
+        if c is None:
+            return
+        if self._wanted(c):
             await self.switch(c)
+        if c.shadow != self.shadow and (c.shadow, c.at) not in self.refused:
+            await self.switch_shadow(c)
+
+    async def switch_shadow(self, c: Control) -> None:
+        if c.shadow is None:
+            await self.runner.set_shadow(None)
+            log.info("shadow %s: off", self.shadow)
+            self.shadow = None
+            return
+        model = await self._prepare_or_refuse(c.shadow, c.at)
+        if model is not None:
+            old = await self.runner.set_shadow((model.bundle, model.scorer))
+            self.shadow = model.version
+            log.info("shadow %s -> %s: scoring every transaction to %s", old, model.version,
+                     self.s.topics.shadow_scores)
+
+    async def _prepare_or_refuse(self, version: str, at: int) -> Model | None:
+        try:
+            return await asyncio.to_thread(self.prepare, version)
+        except FraudstreamError as exc:
+            self.refused.add((version, at))
+            self.metrics.model_refused.inc()
+            log.error("model %s refused: %s; %s keeps serving", version, exc, self.runner.model_version)
+            return None
 
     def _wanted(self, c: Control) -> bool:
         return (c.champion is not None and c.champion != self.runner.model_version
-                and self.refused != (c.champion, c.at))
+                and (c.champion, c.at) not in self.refused)
 
     async def switch(self, c: Control) -> None:
         assert c.champion is not None
         t0 = time.monotonic()
-        try:
-            model = await asyncio.to_thread(self.prepare, c.champion)
-        except FraudstreamError as exc:
-            self.refused = (c.champion, c.at)
-            self.metrics.model_refused.inc()
-            log.error("model %s refused: %s; %s keeps serving", c.champion, exc, self.runner.model_version)
+        model = await self._prepare_or_refuse(c.champion, c.at)
+        if model is None:
             return
         old = await self.runner.swap(model.bundle, model.scorer, model.explainer)
         self.metrics.model_swaps.inc()

@@ -27,13 +27,13 @@ import numpy.typing as npt
 from schemas.bundle import Bundle
 from schemas.errors import ScoringError
 from schemas.features import DAY_MS
-from workers.batch import Record
+from workers.batch import Record, score_messages
 from workers.config import Settings
 from workers.core import Core, CoreConfig, Decision, Outputs, Pending
 from workers.drift import DriftMonitor, drift_off
 from workers.explain import Explainer
 from workers.metrics import Metrics
-from workers.ports import ScorerPort, SinkPort
+from workers.ports import Out, ScorerPort, SinkPort
 from workers.services import publish_tx_closures, rebuild_partition
 from workers.state import TxPartition
 from workers.stats import StatsWindow
@@ -71,6 +71,7 @@ class Runner:
         self.threshold = bundle.threshold
         self.model_version = bundle.model_version
         self.drift, self.drift_off_reason = self._drift_monitor()
+        self.shadow: tuple[Bundle, ScorerPort] | None = None  # scores every batch too, to the shadow topic
         self.rebuilds: list[tuple[int, int, float]] = []  # (partition, records replayed, seconds)
         self.lock = asyncio.Lock()
         # Set when a flush may decide something new (a record was queued, a watermark of the terminal
@@ -90,6 +91,29 @@ class Runner:
             self.core.explainer = explainer
             self.drift, self.drift_off_reason = self._drift_monitor()
             return old
+
+    async def set_shadow(self, shadow: tuple[Bundle, ScorerPort] | None) -> str | None:
+        """Score every batch with ``shadow`` too from the next one on (None: no shadow); the version it replaced."""
+        async with self.lock:
+            old = None if self.shadow is None else self.shadow[0].model_version
+            self.shadow = shadow
+            return old
+
+    def _shadow_records(self, d: Decision, scored_at: int) -> list[Out]:
+        """The shadow's score messages of a batch (same rows, its own threshold; never to the flags topic).
+        A shadow that fails to score loses its batch, counted, and never holds the champion's outputs back."""
+        if self.shadow is None or not d.ready:
+            return []
+        bundle, scorer = self.shadow
+        try:
+            scores = scorer.score(d.rows)
+        except Exception:
+            log.exception("shadow %s failed to score a batch of %d: skipped", bundle.model_version, len(d.ready))
+            self.metrics.shadow_failed.inc(len(d.ready))
+            return []
+        values = score_messages(d.ready, scores, bundle.threshold, bundle.model_version, self.s.worker_id, scored_at)
+        topic = self.s.topics.shadow_scores
+        return [(topic, a.tx.tx_id.encode(), v, None) for a, v in zip(d.ready, values, strict=True)]
 
     def _drift_monitor(self) -> tuple[DriftMonitor | None, str]:
         """The drift monitor, or None and why (logged once: a worker without one still scores)."""
@@ -213,7 +237,8 @@ class Runner:
                 scores = np.zeros(0, np.float32)
             outputs = self.core.outputs(d, scores, scored_at)
             self._observe_drift(d, scores)
-            task = asyncio.ensure_future(self.publisher.send_all(outputs.records))
+            records = outputs.records + self._shadow_records(d, scored_at) if self.shadow else outputs.records
+            task = asyncio.ensure_future(self.publisher.send_all(records))
             task.add_done_callback(lambda _: self.wake.set())
             return InFlight(d, outputs, task, scored_at, inference_s)
 

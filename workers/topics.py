@@ -40,6 +40,7 @@ def topic_specs(s: Settings, source_max_bytes: int | None = None) -> dict[str, t
         t.labels: (s.partitions, source),
         t.flags: (s.partitions, out),
         t.scores: (s.partitions, out),
+        t.shadow_scores: (s.partitions, out),
         t.stats: (1, out),
         t.dlq: (s.partitions, {"retention.ms": retention} if source_max_bytes is None else
                 {"retention.ms": retention, "max.message.bytes": str(source_max_bytes + DLQ_HEADROOM)}),

@@ -24,7 +24,7 @@ def history() -> tuple[History, Labels]:
 @pytest.fixture
 def run(kafka_bootstrap: str, bundle: Bundle, tmp_path: Path) -> Iterator[Run]:
     tag = uuid.uuid4().hex[:8]
-    names = ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days")
+    names = ("transactions", "labels", "flags", "scores", "stats", "dlq", "terminal_days", "shadow_scores")
     yield Run(kafka_bootstrap, {n: f"{n}-{tag}" for n in names}, f"g-{tag}", bundle, tmp_path)
 
 

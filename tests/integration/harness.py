@@ -38,7 +38,8 @@ class Run:
         return ["--bootstrap", self.bootstrap, *model, "--group-id", self.group,
                 "--topic-transactions", t["transactions"], "--topic-labels", t["labels"],
                 "--topic-flags", t["flags"], "--topic-scores", t["scores"], "--topic-stats", t["stats"],
-                "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"], "--partitions", "4",
+                "--topic-dlq", t["dlq"], "--topic-terminal-days", t["terminal_days"],
+                *(["--topic-shadow-scores", t["shadow_scores"]] if "shadow_scores" in t else []), "--partitions", "4",
                 "--stats-interval", "1", "--data-dir", str(self.tmp / "faust"), "--batch-size", str(self.batch_size),
                 "--terminal-wait-s", "60", "--metrics-port", str(self.metrics_port),
                 *self.extra]

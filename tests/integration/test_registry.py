@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
 import pytest
 from kafka import KafkaProducer
 
@@ -25,7 +26,7 @@ from ops.loadgen.replay import events, produce
 from schemas.bundle import MANIFEST, Bundle, seal
 from schemas.registry import chunk_key
 from schemas.registry_io import Registry
-from tests.integration.harness import Run, expected_scores, stop, wait_for_scores
+from tests.integration.harness import Run, consume_all, expected_scores, stop, wait_for_scores
 from tests.schemas.test_registry import renamed
 from trainer.simulate import History, Labels
 
@@ -77,6 +78,7 @@ def test_promote_switches_every_running_worker_and_bad_versions_are_refused(
         assert done.returncode == 0 and done.stdout.strip() == v, done.stderr
     assert _trainer(run, "promote", "vx").returncode == 2, "an unpublished version cannot be promoted"
     assert _trainer(run, "promote", "va", "--reason", "first").returncode == 0
+    assert _trainer(run, "promote", "vb", "--shadow").returncode == 0
     reg = Registry(run.bootstrap, bundles_topic=run.topics["model_bundles"], control_topic=run.topics["model_control"])
     workers = {w: run.start(w) for w in ("w1", "w2")}
     try:
@@ -135,3 +137,17 @@ def test_promote_switches_every_running_worker_and_bad_versions_are_refused(
     assert listing.returncode == 0
     states = {line.split()[0]: line.split()[-1] for line in listing.stdout.splitlines()[1:]}
     assert states == {"va": "previous", "vb": "previous", "vc": "previous", "vd": "champion"}, listing.stdout
+    _check_shadow(run, scores, expected)
+
+
+def _check_shadow(run: Run, scores: list[dict[str, object]], expected: dict[str, float]) -> None:
+    """vb shadowed va: every transaction va scored has a vb score on the shadow topic (the same model: the same
+    score), and no flag of vb's came while it was the shadow."""
+    by_va = {str(s["tx_id"]) for s in scores if s["model_version"] == "va"}
+    shadow = [orjson.loads(r.value) for r in consume_all(run.bootstrap, run.topics["shadow_scores"], len(by_va), 60)]  # type: ignore[attr-defined]
+    assert {m["model_version"] for m in shadow} == {"vb"}
+    assert by_va <= {m["tx_id"] for m in shadow}, "a transaction the champion scored has no shadow score"
+    assert max(abs(m["score"] - expected[m["tx_id"]]) for m in shadow) <= 1e-5
+    flags = [orjson.loads(r.value) for r in consume_all(run.bootstrap, run.topics["flags"], 10**9, 10)]  # type: ignore[attr-defined]
+    assert not {f["tx_id"] for f in flags if f["model_version"] == "vb"} & by_va, "the shadow flagged"
+    assert {f["model_version"] for f in flags} <= {"va", "vb"}
