@@ -92,6 +92,8 @@ class WorkerSet:
                "--stats-interval", f"{self.stats_interval_s:g}", "--provider", self.provider]
         for name in WORKER_OUTPUTS:
             out += [f"--topic-{name.replace('_', '-')}", f"{self.tag}-{name}"]
+        if worker_supports("--topic-shadow-scores"):  # the run's own, not the shared default
+            out += ["--topic-shadow-scores", f"{self.tag}-shadow_scores"]
         if worker_supports("--metrics-port"):  # several workers on one host must not share the default port
             out += ["--metrics-port", str(self.metrics_ports[index] if index < len(self.metrics_ports) else 0)]
         return out + self.extra_args

@@ -39,6 +39,7 @@ class DemoMonitor:
         t = self.topic
         argv = [sys.executable, "-m", "workers.monitor", "--bootstrap", self.bootstrap,
                 "--topic-transactions", t("transactions"), "--topic-scores", t("scores"), "--topic-labels", t("labels"),
+                "--topic-shadow-scores", t("shadow_scores"),
                 "--topic-metrics", t("model-metrics"),
                 "--topic-metrics-dlq", t("model-metrics.dlq"), "--topic-lease", t("model-metrics.lease"),
                 "--group-id", t("monitor"), "--monitor-id", t("monitor-0"), "--bundles", str(self.bundles),

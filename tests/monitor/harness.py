@@ -20,6 +20,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.kafka_auth import KafkaAuth
+from tests.monitor.data import SHADOW
 
 # Records the monitor must dead-letter, with the reason each gets: (topic, key, value, reason).
 MALFORMED_SCORES = [(b"tx-bad-1", b"not json", "bad_json"),
@@ -48,7 +49,8 @@ class Monitors:
 
     def __post_init__(self) -> None:
         t = self.tag
-        self.topics = {"scores": f"scores-{t}", "labels": f"labels-{t}", "metrics": f"model-metrics-{t}",
+        self.topics = {"scores": f"scores-{t}", "shadow_scores": f"shadow-scores-{t}", "labels": f"labels-{t}",
+                       "metrics": f"model-metrics-{t}",
                        "dlq": f"model-metrics-{t}.dlq", "lease": f"model-metrics-{t}.lease"}
 
     def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -57,6 +59,7 @@ class Monitors:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "workers.monitor", "--bootstrap", self.bootstrap, "--topic-scores", t["scores"],
+             "--topic-shadow-scores", t["shadow_scores"],
              "--topic-labels", t["labels"], "--topic-metrics", t["metrics"], "--topic-metrics-dlq", t["dlq"],
              "--topic-lease", t["lease"], "--group-id", f"mon-{self.tag}", "--monitor-id", name,
              "--bundles", str(self.bundles), "--horizon-days", str(self.horizon_days), "--idle-ms", "2000",
@@ -103,11 +106,13 @@ def producer(bootstrap: str) -> KafkaProducer:
 
 def publish(prod: KafkaProducer, topics: dict[str, str], events: list[tuple[int, str, dict[str, Any]]],
             rate: float | None = None) -> None:
-    """Scores keyed by tx_id, labels by terminal_id, in the given order, at ``rate`` records a second."""
+    """Scores keyed by tx_id (the shadow version's to the shadow topic, as the workers send them), labels by
+    terminal_id, in the given order, at ``rate`` records a second."""
     start = time.monotonic()
     for i, (_, kind, msg) in enumerate(events):
         if kind == "score":
-            prod.send(topics["scores"], key=msg["tx_id"].encode(), value=orjson.dumps(msg))
+            topic = topics["shadow_scores"] if msg["model_version"] == SHADOW else topics["scores"]
+            prod.send(topic, key=msg["tx_id"].encode(), value=orjson.dumps(msg))
         else:
             prod.send(topics["labels"], key=msg["terminal_id"].encode(), value=orjson.dumps(msg))
         if rate is not None and i % 50 == 49:

@@ -51,7 +51,7 @@ def wait_for(m: Monitors, expected: dict[tuple[str, str], Any], timeout_s: float
 def test_metrics_equal_the_offline_truth_through_a_kill_a_failover_and_a_restart(
         kafka_bootstrap: str, kafka_admin: KafkaAdminClient, bundle: Bundle, tmp_path: Path) -> None:
     m = Monitors(kafka_bootstrap, tmp_path, bundle.path.parent, HORIZON_DAYS)
-    kafka_admin.create_topics([NewTopic(m.topics[n], 4, 1) for n in ("scores", "labels")])
+    kafka_admin.create_topics([NewTopic(m.topics[n], 4, 1) for n in ("scores", "shadow_scores", "labels")])
     stream = synth(days=DAYS, customers=100, terminals=200, seed=7, main=bundle.model_version, label_until_days=24)
     events = stream.events()
     cut = int(len(events) * KILL_AT)

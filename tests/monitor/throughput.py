@@ -54,7 +54,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="monitor-throughput-"))
     m = Monitors(args.bootstrap, tmp, tmp / "bundles", args.horizon_days)
     KafkaAdminClient(bootstrap_servers=args.bootstrap).create_topics(
-        [NewTopic(m.topics[n], 4, 1) for n in ("scores", "labels")])
+        [NewTopic(m.topics[n], 4, 1) for n in ("scores", "shadow_scores", "labels")])
     t = time.monotonic()
     publish_fast(args.bootstrap, m.topics, events)
     print(f"published {len(stream.scores)} scores and {len(stream.labels)} labels "

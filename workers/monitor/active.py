@@ -51,12 +51,19 @@ class Active:
     def __init__(self, s: MonitorSettings, partitions: dict[str, int], output: Output, metrics: MonitorMetrics,
                  calibrations: Calibrations) -> None:
         self.s, self.output, self.metrics = s, output, metrics
-        self.stream = {s.topics.scores: SCORES, s.topics.labels: LABELS}
-        self.tps = [TopicPartition(t, p) for t in (s.topics.scores, s.topics.labels) for p in range(partitions[t])]
+        # The shadow's scores (when its topic exists) are scores of another version: the same stream.
+        shadow = [s.topics.shadow_scores] if partitions.get(s.topics.shadow_scores) else []
+        self.stream = {s.topics.scores: SCORES, **dict.fromkeys(shadow, SCORES), s.topics.labels: LABELS}
+        self.tps = [TopicPartition(t, p) for t in self.stream for p in range(partitions[t])]
+        # One watermark slot per topic-partition of a stream: the scores and the shadow's partitions side by side.
+        self.slot: dict[TopicPartition, int] = {}
+        for tp in self.tps:
+            self.slot[tp] = sum(1 for other in self.slot if self.stream[other.topic] == self.stream[tp.topic])
+        self.slot_tp = {(self.stream[tp.topic], n): tp for tp, n in self.slot.items()}
         self.dlq_partitions = partitions[s.topics.dlq]
         self.core = MonitorCore(s.horizon_days, s.lateness_ms, calibrations)
-        self.marks = Watermarks({self.stream[t]: range(partitions[t]) for t in self.stream}, s.idle_ms / 1000,
-                                time.monotonic())
+        slots = {stream: [n for (st, n) in self.slot_tp if st == stream] for stream in (SCORES, LABELS)}
+        self.marks = Watermarks(slots, s.idle_ms / 1000, time.monotonic())
         self.marks.expect_sources(SCORES, range(partitions.get(s.topics.transactions, 0)), time.monotonic())
         self.floors: dict[TopicPartition, int | None] = {}  # None: set by the partition's first valid record
         self.dead_before: set[tuple[str, int, int]] = set()
@@ -135,7 +142,7 @@ class Active:
             labels, rejects = decode_label_records(records, self.s.max_future_ms)
             self.core.add_labels(labels)
             times = labels.reported_at
-        self.marks.observe(stream, tp.partition, int(times.max()) if len(times) else None, now, by_source)
+        self.marks.observe(stream, self.slot[tp], int(times.max()) if len(times) else None, now, by_source)
         if self.floors.get(tp, NO_FLOOR) is None and len(times):
             self.floors[tp] = int(times[0]) + self.s.lateness_ms + 1  # what was skipped came before, on time
             self._set_floors()
@@ -154,8 +161,7 @@ class Active:
         if now - self.last_idle_check < self.s.idle_ms / 2000:
             return
         self.last_idle_check = now
-        topic = {stream: t for t, stream in self.stream.items()}
-        silent = {TopicPartition(topic[stream], p): stream for stream, p in self.marks.silent(now)}
+        silent = {self.slot_tp[stream, n]: stream for stream, n in self.marks.silent(now)}
         if not silent:
             return
         try:
@@ -166,7 +172,7 @@ class Active:
             return
         for tp, stream in silent.items():
             caught_up = positions[tp] >= ends[tp]
-            self.marks.set_caught_up(stream, tp.partition, caught_up)
+            self.marks.set_caught_up(stream, self.slot[tp], caught_up)
             if caught_up and self.floors.get(tp, NO_FLOOR) is None:  # nothing valid after the skipped part
                 self.floors[tp] = self.t0_ms + DAY_MS
                 self._set_floors()

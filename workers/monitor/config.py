@@ -29,6 +29,7 @@ REBUILD_MARGIN_MS = 2 * DAY_MS
 class MonitorTopics:
     transactions: str = Topics().transactions
     scores: str = Topics().scores
+    shadow_scores: str = Topics().shadow_scores
     labels: str = Topics().labels
     metrics: str = "model-metrics"
     dlq: str = "model-metrics.dlq"
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "topic: the workers' input (only its partition count is read: every scores partition waits for the "
         "scores of each input partition)")
     add(p, "--topic-scores", "FRAUDSTREAM_TOPIC_SCORES", d.scores, "topic: the workers' scores (read)")
+    add(p, "--topic-shadow-scores", "FRAUDSTREAM_TOPIC_SHADOW_SCORES", d.shadow_scores,
+        "topic: the registry's shadow version's scores (read when it exists: its metrics beside the champion's)")
     add(p, "--topic-labels", "FRAUDSTREAM_TOPIC_LABELS", d.labels, "topic: fraud labels (read)")
     add(p, "--topic-metrics", "FRAUDSTREAM_TOPIC_MODEL_METRICS", d.metrics,
         "topic: model metrics (written; created compacted when missing)")
@@ -129,7 +132,8 @@ def parse(argv: list[str] | None = None) -> MonitorSettings:
         raise ConfigError(f"--session-timeout-s {a.session_timeout_s}: brokers refuse sessions under 6 s by default "
                           f"(group.min.session.timeout.ms) (env FRAUDSTREAM_MONITOR_SESSION_TIMEOUT_S)")
     key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    topics = MonitorTopics(transactions=a.topic_transactions, scores=a.topic_scores, labels=a.topic_labels,
+    topics = MonitorTopics(transactions=a.topic_transactions, scores=a.topic_scores,
+                           shadow_scores=a.topic_shadow_scores, labels=a.topic_labels,
                            metrics=a.topic_metrics, dlq=a.topic_metrics_dlq, lease=a.topic_lease)
     if len({*vars(topics).values()}) < len(vars(topics)):
         raise ConfigError(f"the monitor's topics must differ: {topics}")

@@ -59,8 +59,9 @@ def ensure_topics(s: MonitorSettings) -> dict[str, int]:
             raise ConfigError(f"lease topic {t.lease!r} has {counts[t.lease]} partitions: it must have exactly one "
                               f"(delete it, or point --topic-lease at a new name)")
         _warn_short_retention(s, admin)
+        shadow = _partitions(admin, [t.shadow_scores])[t.shadow_scores] if t.shadow_scores in existing else 0
         return {t.scores: counts[t.scores], t.labels: counts[t.labels], t.dlq: counts[t.dlq],
-                t.transactions: _input_partitions(s, admin, existing)}
+                t.transactions: _input_partitions(s, admin, existing), t.shadow_scores: shadow}
     finally:
         admin.close()
 

@@ -57,7 +57,7 @@ def _max(*xs: int | None) -> int | None:
 
 
 class Watermarks:
-    def __init__(self, partitions: dict[str, Iterable[int]], idle_s: float, now: float) -> None:
+    def __init__(self, partitions: Mapping[str, Iterable[int]], idle_s: float, now: float) -> None:
         self.idle_s = idle_s
         self.parts = {s: {p: _Partition(now) for p in ps} for s, ps in partitions.items()}
         self.marks: dict[str, int | None] = {SCORES: None, LABELS: None}
