@@ -60,9 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         if s.batch_size_auto and scorer.provider in GPU_PROVIDERS:
             s = replace(s, batch_size=GPU_BATCH_SIZE)  # see workers/config.py
         scorer.warm_up(s.batch_size)
-        from workers.model import check_parity
+        from workers.model import build, check_parity
 
         check_parity(bundle)
+        shadow = None
+        if s.shadow_bundle is not None:
+            shadow = build(s, load_bundle(s.shadow_bundle, key=s.bundle_key, require_signature=s.require_signature),
+                           s.batch_size, explain=False)
+            log.info("shadow: %s scores every transaction to %s", shadow.version, s.topics.shadow_scores)
         log.info("inference: %s, batch size %d", scorer.describe(), s.batch_size)
         log.info("kafka: %s at %s", s.auth.describe(), s.bootstrap)
         from workers.topics import ensure_topics
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from workers.app import create_app
 
-    app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket, explainer=explainer)
+    app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket, explainer=explainer,
+                     shadow=None if shadow is None else (shadow.bundle, shadow.scorer))
     tune_gc()
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     try:

@@ -38,6 +38,7 @@ from workers.explain import Explainer
 from workers.health import Health, Server, Supervisor, make_app
 from workers.labels import LabelAggregator
 from workers.metrics import Metrics
+from workers.ports import ScorerPort
 from workers.publish import Publisher
 from workers.runner import Runner
 from workers.score import Scorer
@@ -239,10 +240,12 @@ class Worker:
 
 
 def create_app(s: Settings, bundle: Bundle, scorer: Scorer, partitions: dict[str, int],
-               metrics_socket: socket.socket | None = None, explainer: Explainer | None = None) -> faust.App:
+               metrics_socket: socket.socket | None = None, explainer: Explainer | None = None,
+               shadow: tuple[Bundle, ScorerPort] | None = None) -> faust.App:
     (s.data_dir / s.worker_id).mkdir(parents=True, exist_ok=True)
     app = faust_app(s)
     w = Worker(s, bundle, scorer, partitions, metrics_socket, explainer)
+    w.runner.shadow = shadow
     app.task(w.start)
     app.task(w.serve_health)
     app.on_before_shutdown.connect(w.stop_health)  # type: ignore[arg-type]

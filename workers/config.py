@@ -46,6 +46,7 @@ class Topics:
 class Settings:
     bootstrap: str
     bundle: Path | None  # None: the registry's champion (workers/registry.py)
+    shadow_bundle: Path | None  # a fixed shadow (scores to the shadow topic, never flags); None: none or the registry's
     bundle_key: bytes | None = field(repr=False)  # the HMAC secret: never in a repr or a log line
     require_signature: bool
     topics: Topics
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--bundle", "FRAUDSTREAM_BUNDLE", None,
         "model bundle directory; unset: the champion of the model registry (topics model-bundles and "
         "model-control), followed while running: a new champion is swapped in without a restart", Path)
+    add(p, "--shadow-bundle", "FRAUDSTREAM_SHADOW_BUNDLE", None,
+        "a second bundle that scores every transaction from the same rows, to the shadow-scores topic, never "
+        "flagging; without --bundle, model-control's shadow replaces it", _optional_path)
     add(p, "--require-signature", "FRAUDSTREAM_REQUIRE_SIGNATURE", False,
         "refuse an unsigned bundle (key in env FRAUDSTREAM_BUNDLE_KEY)", flag)
     d = Topics()
@@ -194,6 +198,10 @@ def positive_float(value: str) -> float:
     return x
 
 
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value.strip() else None  # an empty env variable: unset
+
+
 def _share(value: str) -> float:
     x = float(value)
     if not 0 < x <= 1:
@@ -245,7 +253,7 @@ def parse(argv: list[str] | None = None) -> Settings:
         raise ConfigError("--require-signature needs the signing key in env FRAUDSTREAM_BUNDLE_KEY")
     topics = Topics(**{name: getattr(a, f"topic_{name}") for name in Topics.__dataclass_fields__})
     return Settings(
-        bootstrap=a.bootstrap, bundle=a.bundle, bundle_key=key.encode() if key else None,
+        bootstrap=a.bootstrap, bundle=a.bundle, shadow_bundle=a.shadow_bundle, bundle_key=key.encode() if key else None,
         require_signature=a.require_signature, topics=topics, partitions=a.partitions,
         retention_days=a.retention_days, scores_enabled=a.scores, batch_size=a.batch_size or CPU_BATCH_SIZE,
         max_wait_ms=a.max_wait_ms, provider=a.provider, intra_op_threads=a.threads,

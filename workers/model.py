@@ -38,9 +38,10 @@ class Model:
         return self.bundle.model_version
 
 
-def build(s: Settings, bundle: Bundle, batch_size: int) -> Model:
-    """The servable model of ``bundle`` under the worker's settings, every check passed."""
-    explainer = load_explainer(bundle, s.reasons, s.reasons_share)
+def build(s: Settings, bundle: Bundle, batch_size: int, explain: bool = True) -> Model:
+    """The servable model of ``bundle`` under the worker's settings, every check passed (``explain``: load
+    its reason codes too; a shadow never flags, so it needs none)."""
+    explainer = load_explainer(bundle, s.reasons, s.reasons_share) if explain else None
     scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
                     inter_op_threads=s.inter_op_threads, tensor_path=bundle.tensor_onnx_path, graph=s.graph)
     scorer.warm_up(batch_size)

@@ -71,7 +71,8 @@ class Follower:
         self.s, self.runner, self.metrics, self.batch_size = s, runner, metrics, batch_size
         self.registry = registry_of(s)
         self.refused: set[tuple[str, int]] = set()  # (version, control record's time) refused
-        self.shadow: str | None = None
+        self.shadow = None if runner.shadow is None else runner.shadow[0].model_version
+        self.shadow_candidate: str | None = None  # the version being prepared as the shadow
 
     async def run(self) -> None:
         try:
@@ -94,7 +95,9 @@ class Follower:
             log.info("shadow %s: off", self.shadow)
             self.shadow = None
             return
+        self.shadow_candidate = c.shadow
         model = await self._prepare_or_refuse(c.shadow, c.at)
+        self.shadow_candidate = None
         if model is not None:
             old = await self.runner.set_shadow((model.bundle, model.scorer))
             self.shadow = model.version
@@ -129,4 +132,5 @@ class Follower:
                  time.monotonic() - t0, lag, c.reason or "-")
 
     def prepare(self, version: str) -> Model:
-        return build(self.s, fetch_verified(self.s, self.registry, version), self.batch_size)
+        return build(self.s, fetch_verified(self.s, self.registry, version), self.batch_size,
+                     explain=version != self.shadow_candidate)

@@ -151,3 +151,46 @@ def _check_shadow(run: Run, scores: list[dict[str, object]], expected: dict[str,
     flags = [orjson.loads(r.value) for r in consume_all(run.bootstrap, run.topics["flags"], 10**9, 10)]  # type: ignore[attr-defined]
     assert not {f["tx_id"] for f in flags if f["model_version"] == "vb"} & by_va, "the shadow flagged"
     assert {f["model_version"] for f in flags} <= {"va", "vb"}
+
+
+def test_a_kill_during_a_swap_loses_nothing(run: Run, history: tuple[History, Labels], bundle: Bundle,
+                                            tmp_path: Path) -> None:
+    """kill -9 right after a promote, while the worker fetches and builds the new champion: the restarted
+    worker starts on it, and every transaction is scored (a redelivery keeps its score)."""
+    import signal
+
+    h, lab = history
+    run.topics.update(model_bundles=f"model-bundles-{run.group}", model_control=f"model-control-{run.group}")
+    run.registry = True
+    run.extra = [*run.extra, "--topic-model-bundles", run.topics["model_bundles"],
+                 "--topic-model-control", run.topics["model_control"]]
+    for v in ("va", "vb"):
+        assert _trainer(run, "publish", str(renamed(bundle, v, tmp_path / "src").path)).returncode == 0
+    assert _trainer(run, "promote", "va").returncode == 0
+    stream = list(events(h, lab))
+    half = len(stream) // 2
+    w = run.start("w1")
+    try:
+        _wait_ready(run, ["w1"])
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[:half]))
+        time.sleep(1.0)
+        assert _trainer(run, "promote", "vb").returncode == 0
+        time.sleep(0.3)  # the follower polls every second: mid-fetch or mid-build, or just before
+        w.send_signal(signal.SIGKILL)
+        w.wait(timeout=30)
+        w = run.start("w1b")
+        _wait_ready(run, ["w1b"])
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[half:]))
+        scores = wait_for_scores(run, len(h), w, timeout_s=240, distinct=True)
+    finally:
+        assert stop(w) == 0, run.log("w1b")[-3000:]
+    assert "registry: champion vb" in run.log("w1b"), "the restarted worker starts on the new champion"
+    expected = expected_scores(h, lab, bundle)
+    seen: dict[str, set[float]] = defaultdict(set)
+    for s in scores:
+        seen[str(s["tx_id"])].add(float(s["score"]))  # type: ignore[arg-type]
+        assert s["model_version"] in ("va", "vb")
+        assert s["model_version"] == "vb" or s["worker_id"] == "w1", "after the restart only vb scores"
+    assert set(seen) == {str(t) for t in h.tx_id}, "a transaction was lost"
+    assert all(len(v) == 1 for v in seen.values()), "a redelivered transaction got another score"
+    assert max(abs(next(iter(v)) - expected[t]) for t, v in seen.items()) <= 1e-5
