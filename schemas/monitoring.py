@@ -81,5 +81,22 @@ MODEL_METRICS = _obj(
                                              "(trainer.evaluate.card_precision_at_k, k = 100)"),
         "estimated_precision": _null_share("mean calibrated probability of the flagged rows (the bundle's "
                                            "monitoring.calibration); null without alerts or without the bundle"),
+        "agreement": {
+            "type": ["object", "null"],
+            "description": "tx_day: this version's flags against each other version that scored some of the same "
+                           "transactions of the day (a champion and its shadow), keyed by that version; {} when "
+                           "none did; arrival windows: null",
+            "additionalProperties": {
+                "type": "object", "additionalProperties": False,
+                "required": ["rows", "same_flag", "flagged_only_here", "flagged_only_there"],
+                "properties": {
+                    "rows": {"type": "integer", "minimum": 1, "description": "transactions both versions scored"},
+                    "same_flag": {"type": "number", "minimum": 0, "maximum": 1,
+                                  "description": "share of those rows where both flags are the same"},
+                    "flagged_only_here": {"type": "integer", "minimum": 0},
+                    "flagged_only_there": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
     },
 )

@@ -64,8 +64,8 @@ def truth(scores: list[dict[str, Any]], labels: list[dict[str, Any]], horizon_da
             if txs:
                 words = _words([x for tx in txs for x in by_tx[tx]], h)
                 for v, rs in _by_version(r for tx in sorted(txs) for r in rows_of[tx]).items():
-                    out[_key(v, kind, h - width), "closed"] = _record(
-                        v, kind, "closed", h - width, h, h, rs, words, calibration(v), scored=False)
+                    out[_key(v, kind, h - width), "closed"] = {**_record(
+                        v, kind, "closed", h - width, h, h, rs, words, calibration(v), scored=False), "agreement": None}
     days = sorted({s["ts"] // DAY for s in rows.values()})
     for d in days:
         in_day = [r for r in rows.values() if r["ts"] // DAY == d]
@@ -75,9 +75,24 @@ def truth(scores: list[dict[str, Any]], labels: list[dict[str, Any]], horizon_da
                 continue
             before = None if stage == "provisional" else cutoff
             words = {} if before is None else _words(kept, before)
-            for v, rs in _by_version(in_day).items():
-                out[_key(v, "tx_day", d * DAY), stage] = _record(
-                    v, "tx_day", stage, d * DAY, end, before, rs, words, calibration(v), scored=True, day=d)
+            versions = _by_version(in_day)
+            for v, rs in versions.items():
+                out[_key(v, "tx_day", d * DAY), stage] = {**_record(
+                    v, "tx_day", stage, d * DAY, end, before, rs, words, calibration(v), scored=True, day=d),
+                    "agreement": _agreement(v, versions)}
+    return out
+
+
+def _agreement(version: str, versions: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """This version's flags against each other version's on the transactions both scored."""
+    mine = {r["tx_id"]: r["flag"] for r in versions[version]}
+    out = {}
+    for other in sorted(versions):
+        pairs = [(mine[r["tx_id"]], r["flag"]) for r in versions[other] if other != version and r["tx_id"] in mine]
+        if pairs:
+            out[other] = {"rows": len(pairs), "same_flag": sum(a == b for a, b in pairs) / len(pairs),
+                          "flagged_only_here": sum(a and not b for a, b in pairs),
+                          "flagged_only_there": sum(b and not a for a, b in pairs)}
     return out
 
 

@@ -22,7 +22,7 @@ from kafka.admin import NewTopic
 
 from schemas.bundle import Bundle, load_bundle
 from schemas.monitoring import MODEL_METRICS
-from tests.monitor.data import synth
+from tests.monitor.data import SHADOW, synth
 from tests.monitor.harness import MALFORMED_LABELS, MALFORMED_SCORES, Monitors, producer, publish, publish_malformed
 from tests.monitor.harness import read_all as read_topic
 from tests.monitor.offline import truth
@@ -82,6 +82,8 @@ def test_metrics_equal_the_offline_truth_through_a_kill_a_failover_and_a_restart
         status, text = m.get("b", "/metrics")
         assert status == 200 and "fraudstream_monitor_active 1.0" in text
         assert f'fraudstream_model_metric{{kind="tx_day_final",metric="auc",version="{bundle.model_version}"}}' in text
+        agreement = f'fraudstream_model_flag_agreement{{kind="tx_day_final",other="{SHADOW}",'
+        assert f'{agreement}version="{bundle.model_version}"}}' in text, "champion and shadow side by side"
         assert (f'fraudstream_model_training_metric{{metric="precision",version="{bundle.model_version}"}} '
                 f'{calibration.expected_precision!r}') in text, "the training figure the precision alert compares with"
     finally:
@@ -90,6 +92,9 @@ def test_metrics_equal_the_offline_truth_through_a_kill_a_failover_and_a_restart
 
 
 def _check_metrics(records: list[Any], expected: dict[tuple[str, str], dict[str, Any]]) -> None:
+    disagree = [a[SHADOW] for r in expected.values() if r["kind"] == "tx_day" for a in [r["agreement"] or {}]
+                if SHADOW in a and a[SHADOW]["same_flag"] < 1]
+    assert disagree, "the shadow's flags differ on some days: the agreement is checked on a real difference"
     published = Counter[tuple[str, str]]()
     last: dict[str, dict[str, Any]] = {}
     validator = jsonschema.Draft202012Validator(MODEL_METRICS)

@@ -19,7 +19,7 @@ import numpy as np
 from schemas.drift import Calibration
 from schemas.monitoring import METRIC_FIELDS
 from trainer.evaluate import average_precision, card_precision_at_k, roc_auc
-from workers.monitor.join import F64, Rows
+from workers.monitor.join import F64, DayBucket, Rows
 
 Metric = float | int | None
 CARD_K = 100
@@ -54,6 +54,25 @@ def window_metrics(rows: Rows, calibration: Calibration | None, *, scored: bool,
         out["mean_score"] = _mean(rows.score)
     if labelled:
         out |= _labelled(rows, scored, card_day)
+    return out
+
+
+def flag_agreement(bucket: DayBucket, version: str) -> dict[str, dict[str, Metric]]:
+    """How ``version``'s flags compare with every other version's on the transactions both scored (a champion
+    and its shadow): the rows, the share with the same flag, and the flags only one of them raised."""
+    mine = bucket.versions[version]
+    t = mine.t[:mine.n]
+    out: dict[str, dict[str, Metric]] = {}
+    for other, theirs in sorted(bucket.versions.items()):
+        if other == version:
+            continue
+        at = theirs.row_of_t[t]
+        both = at >= 0
+        if not both.any():
+            continue
+        here, there = mine.flag[:mine.n][both], theirs.flag[at[both]]
+        out[other] = {"rows": int(both.sum()), "same_flag": float((here == there).mean()),
+                      "flagged_only_here": int((here & ~there).sum()), "flagged_only_there": int((there & ~here).sum())}
     return out
 
 

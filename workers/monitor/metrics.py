@@ -6,6 +6,8 @@ The names are a contract (dashboards and alerts query them):
   latest window published for the version and kind; kind is ``arrival_1h|arrival_1d|arrival_7d`` or
   ``tx_day_provisional|tx_day_feedback|tx_day_final``; a null metric is NaN
 - ``fraudstream_model_metric_window_start_seconds{version,kind}``: which window that is
+- ``fraudstream_model_flag_agreement{version,other,kind}``: on the latest transaction day, the share of
+  the transactions both versions scored on which their flags agree
 - ``fraudstream_model_training_metric{version,metric}``: what the bundle's validation rows said of the
   version (``precision``, ``alert_rate`` at its threshold), for the versions with a window published
 - ``fraudstream_monitor_active``: 1 on the instance holding the lease; ``fraudstream_monitor_ready``: /readyz
@@ -134,6 +136,13 @@ class MonitorMetrics(Collector):
                 metric.add_metric([version, kind, name], NAN if value is None else float(value))
         yield metric
         yield start
+        agree = GaugeMetricFamily("fraudstream_model_flag_agreement", "share of the transactions of the latest "
+                                  "transaction day both versions scored on which their flags agree (a champion and "
+                                  "its shadow)", labels=["version", "other", "kind"])
+        for (version, kind), w in sorted(self.latest.items()):
+            for other, a in sorted((w.agreement or {}).items()):
+                agree.add_metric([version, other, kind], float(a["same_flag"] or 0.0))
+        yield agree
         training = GaugeMetricFamily("fraudstream_model_training_metric", "what the bundle's validation rows said "
                                      "of the version at its threshold", labels=["version", "metric"])
         for version in sorted({v for v, _ in self.latest}):

@@ -42,7 +42,7 @@ import numpy as np
 
 from schemas.drift import Calibration
 from schemas.messages import SCHEMA_VERSION
-from workers.monitor.compute import Metric, window_metrics
+from workers.monitor.compute import Metric, flag_agreement, window_metrics
 from workers.monitor.join import F64, I64, Bool, DayBucket, Objs, Rows
 
 HOUR_MS = 3_600_000
@@ -83,7 +83,7 @@ class Window:
     end: int
     labels_before: int | None
     metrics: dict[str, Metric]
-
+    agreement: dict[str, dict[str, Metric]] | None = None  # tx_day: flags against each other version
     @property
     def key(self) -> str:
         return f"{self.version}|{self.kind}|{iso(self.start)}"
@@ -92,7 +92,7 @@ class Window:
         """The ModelMetrics message (schemas/monitoring.py)."""
         return {"schema_version": SCHEMA_VERSION, "model_version": self.version, "kind": self.kind,
                 "stage": self.stage, "window_start": self.start, "window_end": self.end,
-                "labels_before": self.labels_before, **self.metrics}
+                "labels_before": self.labels_before, **self.metrics, "agreement": self.agreement}
 
 
 def iso(ms: int) -> str:
@@ -254,7 +254,7 @@ class MonitorCore:
                 metrics = window_metrics(rows, self.calibration(version), scored=True,
                                          labelled=labels_before is not None, card_day=day)
                 out.append(Window(version, "tx_day", stage, day * DAY_MS, (day + 1) * DAY_MS, labels_before,
-                                  metrics))
+                                  metrics, flag_agreement(bucket, version)))
         return out
 
     # -- introspection -------------------------------------------------------------------------
