@@ -41,6 +41,17 @@ def _trainer(run: Run, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def _published(run: Run, bundle: Bundle, tmp_path: Path) -> None:
+    """Registry topics of this test's own, the workers in registry mode, va and vb published."""
+    run.topics.update(model_bundles=f"model-bundles-{run.group}", model_control=f"model-control-{run.group}")
+    run.registry = True
+    run.extra = [*run.extra, "--topic-model-bundles", run.topics["model_bundles"],
+                 "--topic-model-control", run.topics["model_control"]]
+    for v in ("va", "vb"):
+        done = _trainer(run, "publish", str(renamed(bundle, v, tmp_path / "src").path))
+        assert done.returncode == 0 and done.stdout.strip() == v, done.stderr
+
+
 def _wait_ready(run: Run, ids: list[str], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not all(" ready in " in run.log(w) for w in ids):
@@ -69,13 +80,7 @@ def _bad_versions(bundle: Bundle, reg: Registry, tmp: Path, bootstrap: str) -> N
 def test_promote_switches_every_running_worker_and_bad_versions_are_refused(
         run: Run, history: tuple[History, Labels], bundle: Bundle, tmp_path: Path) -> None:
     h, lab = history
-    run.topics.update(model_bundles=f"model-bundles-{run.group}", model_control=f"model-control-{run.group}")
-    run.registry = True
-    run.extra = [*run.extra, "--topic-model-bundles", run.topics["model_bundles"],
-                 "--topic-model-control", run.topics["model_control"]]
-    for v in ("va", "vb"):
-        done = _trainer(run, "publish", str(renamed(bundle, v, tmp_path / "src").path))
-        assert done.returncode == 0 and done.stdout.strip() == v, done.stderr
+    _published(run, bundle, tmp_path)
     assert _trainer(run, "promote", "vx").returncode == 2, "an unpublished version cannot be promoted"
     assert _trainer(run, "promote", "va", "--reason", "first").returncode == 0
     assert _trainer(run, "promote", "vb", "--shadow").returncode == 0
@@ -160,12 +165,7 @@ def test_a_kill_during_a_swap_loses_nothing(run: Run, history: tuple[History, La
     import signal
 
     h, lab = history
-    run.topics.update(model_bundles=f"model-bundles-{run.group}", model_control=f"model-control-{run.group}")
-    run.registry = True
-    run.extra = [*run.extra, "--topic-model-bundles", run.topics["model_bundles"],
-                 "--topic-model-control", run.topics["model_control"]]
-    for v in ("va", "vb"):
-        assert _trainer(run, "publish", str(renamed(bundle, v, tmp_path / "src").path)).returncode == 0
+    _published(run, bundle, tmp_path)
     assert _trainer(run, "promote", "va").returncode == 0
     stream = list(events(h, lab))
     half = len(stream) // 2
