@@ -6,6 +6,7 @@
 - ``export``: re-export a bundle's native model to ONNX (both graphs), re-check parity, re-seal the bundle.
 - ``run``: simulate, then train (the book's defaults; ``--quick`` for a small, fast version).
 - ``score``: score a Parquet history with a bundle, offline, into a scores Parquet file (trainer/score.py).
+- ``retrain``: a candidate from the topics, published as shadow when not worse than the champion (trainer/retrain.py).
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.registry import add_commands
 
     add_commands(sub)  # publish, promote, rollback, models: the registry on Kafka (trainer/registry.py)
+    from trainer.retrain import add_command
+
+    add_command(sub)  # retrain: continual retraining from the topics (trainer/retrain.py)
     return parser
 
 
@@ -429,6 +433,10 @@ COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "run": cmd_run, "evalu
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "retrain":
+            from trainer.retrain import run as retrain
+
+            return retrain(args)
         if args.command not in COMMANDS:
             from trainer.registry import run
 
