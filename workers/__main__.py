@@ -43,30 +43,28 @@ def main(argv: list[str] | None = None) -> int:
         from workers.health import bind
 
         metrics_socket = bind(s.metrics_host, s.metrics_port)  # a port in use is refused here, before Kafka
-        if s.bundle is None:
-            from workers.registry import champion_bundle
+        if s.bundle is None:  # the registry's champion and shadow
+            from workers.registry import registry_bundles
 
-            bundle = champion_bundle(s)
+            bundle, shadow_bundle = registry_bundles(s)
         else:
             bundle = load_bundle(s.bundle, key=s.bundle_key, require_signature=s.require_signature)
-        from workers.explain import load_explainer
+            shadow_bundle = None if s.shadow_bundle is None else load_bundle(
+                s.shadow_bundle, key=s.bundle_key, require_signature=s.require_signature)
+        from workers.model import build
 
-        explainer = load_explainer(bundle, s.reasons, s.reasons_share)  # its native model: loaded now, refused now
-        from workers.config import GPU_BATCH_SIZE
-        from workers.score import GPU_PROVIDERS, Scorer
-
-        scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
-                        inter_op_threads=s.inter_op_threads, tensor_path=bundle.tensor_onnx_path, graph=s.graph)
-        if s.batch_size_auto and scorer.provider in GPU_PROVIDERS:
-            s = replace(s, batch_size=GPU_BATCH_SIZE)  # see workers/config.py
-        scorer.warm_up(s.batch_size)
-        from workers.model import build, check_parity
-
-        check_parity(bundle)
+        # Its native model, session, warm-up and graph parity: what a hot reload checks too (workers/model.py).
+        model = build(s, bundle)
+        s = replace(s, batch_size=model.batch_size)  # auto: larger on a GPU (workers/config.py)
+        scorer, explainer = model.scorer, model.explainer
         shadow = None
-        if s.shadow_bundle is not None:
-            shadow = build(s, load_bundle(s.shadow_bundle, key=s.bundle_key, require_signature=s.require_signature),
-                           s.batch_size, explain=False)
+        if shadow_bundle is not None and s.bundle is None:  # the registry's: refused like the follower refuses
+            from workers.registry import shadow_or_none
+
+            shadow = shadow_or_none(lambda: build(s, shadow_bundle, explain=False))
+        elif shadow_bundle is not None:  # --shadow-bundle: a wrong path or bundle is a start-up error
+            shadow = build(s, shadow_bundle, explain=False)
+        if shadow is not None:
             log.info("shadow: %s scores every transaction to %s", shadow.version, s.topics.shadow_scores)
         log.info("inference: %s, batch size %d", scorer.describe(), s.batch_size)
         log.info("kafka: %s at %s", s.auth.describe(), s.bootstrap)

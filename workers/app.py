@@ -78,9 +78,7 @@ class Worker:
         self.metrics.set_output_topics([t.scores, t.flags, t.dlq, t.stats, t.terminal_days])
         self.publisher = Publisher(s, self.metrics)
         self.reader = TableReader(s, self.table)
-        self.metrics.set_model(bundle.model_version,
-                               str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
-                               scorer.provider, str(getattr(scorer, "graph", "tree")))
+        self.metrics.set_serving(bundle, scorer)
         self.runner = Runner(s, bundle, scorer, self.table, self.publisher, self.metrics, explainer)
         self.labels = LabelAggregator(s, self.table, self.publisher, self.runner.stats, self.metrics,
                                       self.runner.stream_clock, self.reader.caught_up)
@@ -125,8 +123,7 @@ class Worker:
         if self.s.bundle is None:  # the registry's champion: follow it
             from workers.registry import Follower
 
-            self.supervisor.spawn("registry follower", Follower(self.s, self.runner, self.metrics,
-                                                                self.s.batch_size).run())
+            self.supervisor.spawn("registry follower", Follower(self.s, self.runner, self.metrics).run())
         self.health.ready = True
         log.info("worker %s ready in %.2fs: provider %s, model %s, bundle %s, graph %s", self.s.worker_id,
                  time.monotonic() - t0, self.scorer.provider, self.bundle.model_version, self.bundle.path,

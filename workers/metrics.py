@@ -45,6 +45,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _go_float
 
+from schemas.bundle import Bundle
 from schemas.validate import LABEL_REASONS
 
 BATCH_BUCKETS = tuple(float(2**i) for i in range(17))  # 1 .. 65536 rows
@@ -198,6 +199,11 @@ class Metrics:
     def set_model(self, model_version: str, feature_version: str, provider: str, graph: str) -> None:
         self.model_info.clear()
         self.model_info.labels(model_version, feature_version, provider, graph).set(1)
+
+    def set_serving(self, bundle: Bundle, scorer: Any) -> None:
+        """``fraudstream_model_info`` of the model that now serves (at start, and after every swap)."""
+        self.set_model(bundle.model_version, str(bundle.manifest.get("feature_set", {}).get("version", "unknown")),
+                       scorer.provider, str(getattr(scorer, "graph", "tree")))
 
     def set_ready_function(self, ready: Callable[[], bool]) -> None:
         self.ready.set_function(lambda: 1.0 if ready() else 0.0)

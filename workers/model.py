@@ -19,9 +19,9 @@ import numpy.typing as npt
 from schemas.bundle import Bundle
 from schemas.errors import BundleError
 from schemas.features import N_FEATURES
-from workers.config import Settings
+from workers.config import GPU_BATCH_SIZE, Settings
 from workers.explain import Explainer, load_explainer
-from workers.score import Scorer
+from workers.score import GPU_PROVIDERS, Scorer
 
 PARITY = 1e-5
 PARITY_ROWS = 256
@@ -32,21 +32,23 @@ class Model:
     bundle: Bundle
     scorer: Scorer
     explainer: Explainer | None
+    batch_size: int  # what it was warmed up with: --batch-size, or auto's for the provider it loaded
 
     @property
     def version(self) -> str:
         return self.bundle.model_version
 
 
-def build(s: Settings, bundle: Bundle, batch_size: int, explain: bool = True) -> Model:
+def build(s: Settings, bundle: Bundle, explain: bool = True) -> Model:
     """The servable model of ``bundle`` under the worker's settings, every check passed (``explain``: load
     its reason codes too; a shadow never flags, so it needs none)."""
     explainer = load_explainer(bundle, s.reasons, s.reasons_share) if explain else None
     scorer = Scorer(bundle.onnx_path, provider=s.provider, intra_op_threads=s.intra_op_threads,
                     inter_op_threads=s.inter_op_threads, tensor_path=bundle.tensor_onnx_path, graph=s.graph)
+    batch_size = GPU_BATCH_SIZE if s.batch_size_auto and scorer.provider in GPU_PROVIDERS else s.batch_size
     scorer.warm_up(batch_size)
     check_parity(bundle)
-    return Model(bundle, scorer, explainer)
+    return Model(bundle, scorer, explainer, batch_size)
 
 
 def parity_rows(bundle: Bundle, n: int = PARITY_ROWS) -> npt.NDArray[np.float32]:

@@ -8,7 +8,7 @@ while the running model keeps scoring; then ``Runner.swap`` puts it in between t
 that fails a check is refused with a log line and ``fraudstream_model_refused_total``, and the running
 model keeps serving; it is tried again only when a later control record names it.
 
-Bundles are reassembled under ``<--data-dir>/registry/<version>``; the fetch reads the whole bundles
+Bundles are reassembled under ``<--data-dir>/<worker id>/registry/<version>``; the fetch reads the whole bundles
 topic (it holds every published version until compaction drops replaced keys): fine for a registry of
 tens of versions, not thousands.
 """
@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from schemas.bundle import Bundle, load_bundle
 from schemas.errors import ConfigError, FraudstreamError
@@ -31,6 +33,7 @@ from workers.model import Model, build
 from workers.runner import Runner
 
 log = logging.getLogger("fraudstream.registry")
+T = TypeVar("T")
 POLL_MS = 1000
 
 
@@ -40,7 +43,9 @@ def registry_of(s: Settings) -> Registry:
 
 
 def root(s: Settings) -> Path:
-    return s.data_dir / "registry"
+    """This worker's own copies (its Faust data directory's): workers sharing a --data-dir on one host must not
+    replace a bundle directory under each other while it loads."""
+    return s.data_dir / s.worker_id / "registry"
 
 
 def fetch_verified(s: Settings, reg: Registry, version: str) -> Bundle:
@@ -48,8 +53,9 @@ def fetch_verified(s: Settings, reg: Registry, version: str) -> Bundle:
     return load_bundle(reg.fetch(version, root(s)), key=s.bundle_key, require_signature=s.require_signature)
 
 
-def champion_bundle(s: Settings) -> Bundle:
-    """Start-up without ``--bundle``: the champion named in ``model-control``, verified."""
+def registry_bundles(s: Settings) -> tuple[Bundle, Bundle | None]:
+    """Start-up without ``--bundle``: the champion named in ``model-control``, verified, and its shadow, so
+    that the first transactions are shadowed too (None: none, or refused by a check, ``shadow_or_none``)."""
     reg = registry_of(s)
     try:
         reg.ensure_topics()
@@ -59,20 +65,32 @@ def champion_bundle(s: Settings) -> Bundle:
                               f"promote it (`python -m trainer publish BUNDLE`, `python -m trainer promote "
                               f"VERSION`), or pass --bundle PATH")
         log.info("registry: champion %s (promoted by %s: %s)", c.champion, c.by or "?", c.reason or "-")
-        return fetch_verified(s, reg, c.champion)
+        champion, shadow = fetch_verified(s, reg, c.champion), c.shadow
+        if shadow is None:
+            return champion, None
+        return champion, shadow_or_none(lambda: fetch_verified(s, reg, shadow))
     finally:
         reg.close()
+
+
+def shadow_or_none(get: Callable[[], T]) -> T | None:
+    """A registry shadow that fails a check at start is refused as the follower refuses one (logged), and the
+    worker starts without it: a bad shadow never keeps the champion from serving."""
+    try:
+        return get()
+    except FraudstreamError as exc:
+        log.error("shadow refused: %s; starting without a shadow", exc)
+        return None
 
 
 class Follower:
     """Follows ``model-control``; swaps the runner's model when the champion changes."""
 
-    def __init__(self, s: Settings, runner: Runner, metrics: Metrics, batch_size: int) -> None:
-        self.s, self.runner, self.metrics, self.batch_size = s, runner, metrics, batch_size
+    def __init__(self, s: Settings, runner: Runner, metrics: Metrics) -> None:
+        self.s, self.runner, self.metrics = s, runner, metrics
         self.registry = registry_of(s)
         self.refused: set[tuple[str, int]] = set()  # (version, control record's time) refused
         self.shadow = None if runner.shadow is None else runner.shadow[0].model_version
-        self.shadow_candidate: str | None = None  # the version being prepared as the shadow
 
     async def run(self) -> None:
         try:
@@ -95,18 +113,16 @@ class Follower:
             log.info("shadow %s: off", self.shadow)
             self.shadow = None
             return
-        self.shadow_candidate = c.shadow
-        model = await self._prepare_or_refuse(c.shadow, c.at)
-        self.shadow_candidate = None
+        model = await self._prepare_or_refuse(c.shadow, c.at, explain=False)  # a shadow never flags
         if model is not None:
             old = await self.runner.set_shadow((model.bundle, model.scorer))
             self.shadow = model.version
             log.info("shadow %s -> %s: scoring every transaction to %s", old, model.version,
                      self.s.topics.shadow_scores)
 
-    async def _prepare_or_refuse(self, version: str, at: int) -> Model | None:
+    async def _prepare_or_refuse(self, version: str, at: int, explain: bool = True) -> Model | None:
         try:
-            return await asyncio.to_thread(self.prepare, version)
+            return await asyncio.to_thread(self.prepare, version, explain)
         except FraudstreamError as exc:
             self.refused.add((version, at))
             self.metrics.model_refused.inc()
@@ -125,12 +141,10 @@ class Follower:
             return
         old = await self.runner.swap(model.bundle, model.scorer, model.explainer)
         self.metrics.model_swaps.inc()
-        self.metrics.set_model(model.version, str(model.bundle.manifest.get("feature_set", {}).get("version", "?")),
-                               model.scorer.provider, str(model.scorer.graph))
+        self.metrics.set_serving(model.bundle, model.scorer)
         lag = time.time() - c.at / 1000 if c.at else float("nan")
         log.info("model %s -> %s: swapped in %.2fs, %.2fs after its control record (%s)", old, model.version,
                  time.monotonic() - t0, lag, c.reason or "-")
 
-    def prepare(self, version: str) -> Model:
-        return build(self.s, fetch_verified(self.s, self.registry, version), self.batch_size,
-                     explain=version != self.shadow_candidate)
+    def prepare(self, version: str, explain: bool = True) -> Model:
+        return build(self.s, fetch_verified(self.s, self.registry, version), explain)

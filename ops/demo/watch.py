@@ -45,12 +45,6 @@ class DayDrift:
     def alert_rate(self) -> float:
         return self.flags / self.rows if self.rows else float("nan")
 
-    def worst(self, exclude: Iterable[str] = (SCORE,)) -> tuple[str, float]:
-        """The column (the score left out by default) with the highest PSI, and that PSI."""
-        skip = set(exclude)
-        name = max((n for n in self.psi if n not in skip), key=lambda n: self.psi[n])
-        return name, self.psi[name]
-
 
 def level(psi: float) -> str:
     """What the alert rules say of a PSI: ok, warn (> PSI_WARN) or alert (> PSI_ALERT)."""

@@ -41,10 +41,10 @@ def test_graphs_that_disagree_are_refused_and_a_good_model_builds(bundle: Bundle
     altered = _with_leaves_scaled(bundle, tmp_path, 1.5)
     with pytest.raises(BundleError, match="tree and tensor graphs disagree"):
         check_parity(altered)
-    s = parse(["--bundle", str(bundle.path), "--reasons", "0"])
+    s = parse(["--bundle", str(bundle.path), "--reasons", "0", "--batch-size", "64"])
     with pytest.raises(BundleError, match="disagree"):
-        build(s, altered, 64)
-    model = build(s, bundle, 64)
-    assert model.version == bundle.model_version and model.explainer is None
+        build(s, altered)
+    model = build(s, bundle)
+    assert model.version == bundle.model_version and model.explainer is None and model.batch_size == 64
     scores = model.scorer.score(parity_rows(bundle)[:8])
     assert scores.shape == (8,) and np.all((scores >= 0) & (scores <= 1))
