@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ MANIFEST = "model.json"
 ONNX_FILE = "model.onnx"
 TENSOR_ONNX_FILE = "model_tensor.onnx"
 LGB_FILE = "model.lgb.txt"
+
+
+def env_key() -> bytes | None:
+    """The HMAC signing key of bundles, from env ``FRAUDSTREAM_BUNDLE_KEY``; None when unset or empty."""
+    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
+    return key.encode() if key else None
 
 
 def sha256_file(path: Path) -> str:

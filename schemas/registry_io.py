@@ -7,6 +7,7 @@ What goes on the topics is ``schemas/registry.py``'s; here, reading and writing 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.bundle import Bundle
+from schemas.bundle import Bundle, load_bundle
 from schemas.errors import BundleError, ConfigError
 from schemas.kafka_auth import KafkaAuth
 from schemas.registry import (
@@ -108,6 +109,16 @@ class Registry:
         finally:
             producer.close()
         return index, True
+
+    def fetch_verified(self, version: str, root: Path, key: bytes | None, require_signature: bool = False) -> Bundle:
+        """``fetch``, then ``load_bundle``'s checks (file checksums, signature, feature set): what a worker
+        serves."""
+        return load_bundle(self.fetch(version, root), key=key, require_signature=require_signature)
+
+    def verify(self, version: str, key: bytes | None, require_signature: bool = False) -> None:
+        """Fetch ``version`` into a temporary directory and check it as a worker will (``BundleError`` if not)."""
+        with tempfile.TemporaryDirectory(prefix="fraudstream-verify-") as tmp:
+            self.fetch_verified(version, Path(tmp), key, require_signature)
 
     def fetch(self, version: str, root: Path) -> Path:
         """Reassemble ``version`` under ``root`` (checked chunk by chunk); ``BundleError`` if it is not there whole."""

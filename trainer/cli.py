@@ -408,13 +408,12 @@ def _required(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from schemas.bundle import load_bundle
+    from schemas.bundle import env_key, load_bundle
     from trainer.data import Now
     from trainer.score import score_history
 
     _required(args)
-    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    bundle = load_bundle(args.bundle, key=key.encode() if key else None, require_signature=args.require_signature)
+    bundle = load_bundle(args.bundle, key=env_key(), require_signature=args.require_signature)
     _log(f"model {bundle.model_version}, threshold {bundle.threshold:.6f} ({bundle.onnx_path})")
     bar = _score_progress()
     with bar if bar is not None else contextlib.nullcontext():

@@ -20,11 +20,9 @@ import argparse
 import getpass
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from schemas.bundle import load_bundle
+from schemas.bundle import env_key, load_bundle
 from schemas.errors import BundleError
 from schemas.kafka_auth import KafkaAuth
 from schemas.registry import BUNDLES_TOPIC, CONTROL_TOPIC, Control
@@ -82,13 +80,8 @@ def run(args: argparse.Namespace) -> int:
         reg.close()
 
 
-def _key() -> bytes | None:
-    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    return key.encode() if key else None
-
-
 def _publish(reg: Registry, args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.bundle, key=_key(), require_signature=args.require_signature)
+    bundle = load_bundle(args.bundle, key=env_key(), require_signature=args.require_signature)
     t0 = time.monotonic()
     index, written = reg.publish(bundle)
     size = sum(f.size for f in index.files.values())
@@ -114,8 +107,7 @@ def _promote(reg: Registry, args: argparse.Namespace) -> int:
     if args.version not in reg.indexes():
         raise BundleError(f"model {args.version} is not published: `python -m trainer publish BUNDLE` first "
                           f"(`python -m trainer models` lists what is)")
-    with tempfile.TemporaryDirectory() as tmp:  # what the workers will fetch, checked as they will check it
-        load_bundle(reg.fetch(args.version, Path(tmp)), key=_key(), require_signature=args.require_signature)
+    reg.verify(args.version, env_key(), args.require_signature)  # what the workers will fetch, as they check it
     c, now = reg.control(), int(time.time() * 1000)
     if args.shadow:
         return _write(reg, c.with_shadow(args.version, now, _who(args), args.reason))

@@ -54,9 +54,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from schemas.bundle import Bundle, load_bundle
+from schemas.bundle import Bundle, env_key, load_bundle
 from schemas.errors import BundleError, ConfigError, FraudstreamError
 from schemas.features import FEEDBACK_DELAY_DAYS
 from schemas.kafka_auth import KafkaAuth
@@ -67,6 +67,9 @@ from trainer.evaluate import Metrics, Window, prequential_folds
 from trainer.fit import TRAIN_DAYS
 from trainer.simulate import DAY_MS, History, Labels
 from trainer.topics_source import TopicsData, read_topics
+
+if TYPE_CHECKING:
+    from schemas.registry_io import Registry
 
 VALID_DAYS = TEST_DAYS = 7  # the split's validation and test weeks (trainer.evaluate)
 DEFAULT_DAYS = TEST_DAYS + FEEDBACK_DELAY_DAYS + TRAIN_DAYS + VALID_DAYS + WARM_UP_DAYS + 2  # = 88
@@ -294,16 +297,11 @@ def _train_candidate(args: argparse.Namespace, data: TopicsData) -> Bundle:
     return load_bundle(final, key=_key(args))
 
 
-def _champion(reg: Any, version: str, root: Path) -> Bundle:
+def _champion(reg: Registry, version: str, root: Path) -> Bundle:
     try:
-        return load_bundle(reg.fetch(version, root), key=_bundle_key())
+        return reg.fetch_verified(version, root, env_key())
     except BundleError as exc:
         raise BundleError(f"the champion {version} cannot be evaluated: {exc}") from exc
-
-
-def _bundle_key() -> bytes | None:
-    key = os.environ.get("FRAUDSTREAM_BUNDLE_KEY") or None
-    return key.encode() if key else None
 
 
 # -- the evaluation week and the decision ----------------------------------------------------
@@ -415,8 +413,7 @@ def _auto_promote(reg: Any, args: argparse.Namespace) -> dict[str, Any]:
                                         f"{days:g} days"}
     else:
         try:
-            with tempfile.TemporaryDirectory(prefix="fraudstream-promote-") as tmp:  # as `trainer promote` checks it
-                load_bundle(reg.fetch(c.shadow, Path(tmp)), key=_bundle_key())
+            reg.verify(c.shadow, env_key())  # as `trainer promote` checks it
         except BundleError as exc:
             out = {"promoted": None, "why": f"the shadow {c.shadow} is not promoted: it does not verify ({exc})"}
         else:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from schemas.bundle import Bundle, load_bundle
+from schemas.bundle import Bundle
 from schemas.errors import ConfigError, FraudstreamError
 from schemas.registry import Control
 from schemas.registry_io import Registry
@@ -50,7 +50,7 @@ def root(s: Settings) -> Path:
 
 def fetch_verified(s: Settings, reg: Registry, version: str) -> Bundle:
     """The version's bundle, reassembled and verified as ``--bundle`` would be."""
-    return load_bundle(reg.fetch(version, root(s)), key=s.bundle_key, require_signature=s.require_signature)
+    return reg.fetch_verified(version, root(s), s.bundle_key, s.require_signature)
 
 
 def registry_bundles(s: Settings) -> tuple[Bundle, Bundle | None]:
