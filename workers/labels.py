@@ -14,6 +14,12 @@ label producers are expected to publish within that lateness of ``reported_at``.
 
 A retriable Kafka error is retried with backoff; anything else escapes the task, and the worker's
 supervisor makes the worker unhealthy and exits (never a silent freeze).
+
+The group never commits: a partition newly assigned is rebuilt from its first offset (its state is
+in memory only). A partition this worker keeps through a rebalance keeps its state, and the
+consumer, which has no committed offset to resume from, would restart it at offset 0 too: the
+listener seeks it back to the offset after the last record its state holds, so that no label is
+admitted twice (a second admission past a closed cut-off would be counted again in a later slot).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas.decode_batch import decode_labels
@@ -51,15 +57,17 @@ class LabelAggregator:
         self.stats, self.metrics, self.clock = stats, metrics, clock
         self.table_ready = table_ready  # the table's floor is known: old slots are not re-published
         self.states: dict[int, LabelPartition] = {}
+        self.next_offset: dict[int, int] = {}  # per partition held: the offset after the last record admitted
         self.last_seen: dict[int, float] = {}
         self.dead_lettered = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.s
-        self.consumer = AIOKafkaConsumer(s.topics.labels, bootstrap_servers=s.bootstrap, **s.auth.aiokafka(),
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.auth.aiokafka(),
                                          group_id=f"{s.group_id}-labels", enable_auto_commit=False,
                                          auto_offset_reset="earliest", client_id=f"{s.worker_id}-labels")
+        self.consumer.subscribe([s.topics.labels], listener=_KeepPositions(self))
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="label-aggregator")
 
@@ -92,9 +100,10 @@ class LabelAggregator:
         n = restamped = 0
         for tp, records in batches.items():
             state = self.states.get(tp.partition)
-            if state is None:
+            if state is None or not records:
                 continue
             self.last_seen[tp.partition] = now
+            self.next_offset[tp.partition] = records[-1].offset + 1
             before = state.restamped
             decoded = decode_labels([r.value for r in records], [r.timestamp for r in records],
                                     self.s.max_future_ms).outcomes()
@@ -135,6 +144,12 @@ class LabelAggregator:
                 await self.consumer.seek_to_beginning(tp)
         for p in [p for p in self.states if TopicPartition(self.s.topics.labels, p) not in assigned]:
             del self.states[p]
+            self.next_offset.pop(p, None)
+
+    def kept_positions(self, assigned: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the partitions kept through a rebalance resume: after the last record their state holds."""
+        return {tp: self.next_offset[tp.partition] for tp in assigned
+                if tp.partition in self.states and tp.partition in self.next_offset}
 
     async def _close(self, now: float) -> None:
         """Close the slots each partition's watermark (or, idle, the stream's clock) has passed; publish them,
@@ -161,9 +176,24 @@ class LabelAggregator:
         highwater of the last fetch, which goes stale while fetches fail (a broker restart) and would let a
         quiet partition close slots whose labels are still to be fetched. Unreachable: not caught up."""
         tp = TopicPartition(self.s.topics.labels, p)
-        try:
+        try:  # a rebalance may revoke the partition at either await: then it is not ours to judge
             ends = await self.consumer.end_offsets([tp])
+            return bool(await self.consumer.position(tp) >= ends[tp])
         except (KafkaError, IllegalStateError) as exc:
             log.info("labels partition %d: idle check skipped: %r", p, exc)
             return False
-        return bool(await self.consumer.position(tp) >= ends[tp])
+
+
+class _KeepPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: LabelAggregator) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        kept = self.owner.kept_positions(list(assigned))
+        for tp, offset in kept.items():
+            self.owner.consumer.seek(tp, offset)
+        log.info("labels partitions assigned: %s (kept, resumed where their state ends: %s)",
+                 sorted(tp.partition for tp in assigned), {tp.partition: o for tp, o in sorted(kept.items())})

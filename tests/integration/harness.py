@@ -54,14 +54,16 @@ class Run:
         return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
 
 
-def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list[object]:
+def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float,
+                isolation: str = "read_uncommitted") -> list[object]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000, **KafkaAuth.from_env().kafka_python())
+                             enable_auto_commit=False, consumer_timeout_ms=1000, isolation_level=isolation,
+                             **KafkaAuth.from_env().kafka_python())
     out: list[object] = []
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and len(out) < expect:
-        for rec in consumer:
-            out.append(rec)
+    while time.monotonic() < deadline and len(out) < expect:  # poll, not iterate: a busy topic never idles
+        for records in consumer.poll(timeout_ms=200, max_records=10_000).values():
+            out.extend(records)
     consumer.close()
     return out
 
@@ -72,10 +74,13 @@ def expected_scores(h: History, lab: Labels, bundle: Bundle) -> dict[str, float]
 
 
 def wait_for_scores(r: Run, n: int, proc: subprocess.Popen[bytes] | None, timeout_s: float = 180,
-                    distinct: bool = False) -> list[dict[str, object]]:
-    """Score messages from the start of the topic until ``n`` (distinct tx ids when asked) are in."""
-    consumer = KafkaConsumer(r.topics["scores"], bootstrap_servers=r.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000, **KafkaAuth.from_env().kafka_python())
+                    distinct: bool = False, topic: str = "scores",
+                    isolation: str = "read_uncommitted") -> list[dict[str, object]]:
+    """Score messages from the start of the topic until ``n`` (distinct tx ids when asked) are in
+    (``isolation``: read_committed to see only committed transactions' outputs)."""
+    consumer = KafkaConsumer(r.topics[topic], bootstrap_servers=r.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000, isolation_level=isolation,
+                             **KafkaAuth.from_env().kafka_python())
     out: list[dict[str, object]] = []
     ids: set[str] = set()
     deadline = time.monotonic() + timeout_s
