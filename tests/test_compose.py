@@ -1,22 +1,29 @@
 """docker-compose.yml, the Prometheus config and the Grafana provisioning: valid and consistent.
 
-No Docker engine is needed: Debian's ``docker-compose`` (1.29) parses, interpolates and validates
-the file against the Compose schema with ``config`` and never contacts an engine. 1.29 knows
-profiles (``--profile``) but its ``config`` prints every service whatever the profiles, so the
-profile membership is checked on the ``profiles`` keys it prints. What a schema cannot see is
-checked here: images and builds, dependencies, the GPU reservation, that every FRAUDSTREAM_*
-variable a service sets is one its command reads, that Prometheus finds the (scaled) workers, and
-that the dashboard queries only the metrics the workers export (``workers.metrics``), all of them.
+No Docker is needed: ``tests/compose/composecheck.py`` renders the file as ``docker compose config``
+does (YAML 1.2, anchors and merge keys, interpolation with the file's defaults, the Compose
+Specification's JSON Schema, compose's own consistency checks, the canonical form, profiles; its
+tests feed it broken documents). The rendering sees no environment and no ``.env``, so a
+developer's settings do not change what is tested. What a schema cannot see is checked here:
+images and builds, dependencies, the GPU reservation, that every FRAUDSTREAM_* variable a service
+sets is one its command reads, that Prometheus finds the (scaled) workers, and that the dashboard
+queries only the metrics the workers export (``workers.metrics``), all of them.
 
-Helpers without a ``test_`` prefix are imported by ``tests/test_image.py``.
+The known services are checked by name; a service added later must sit behind a profile (what
+``docker compose up`` starts is listed in the file's header and the README) and passes the
+generic checks (pinned images, one build per image, a project command that documents its
+variables).
+
+Helpers without a ``test_`` prefix are imported by ``tests/test_image.py`` and ``tests/test_alerts.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +33,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.compose import composecheck
+from tests.compose.composecheck import ComposeError
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -38,33 +48,28 @@ SERVICES = {"kafka", "topic-init", "trainer", "worker", "worker-gpu", "monitor",
 PROFILES = {"loadgen": ["load"], "worker-gpu": ["gpu"]}
 WORKERS = ("worker", "worker-gpu")
 ONE_SHOT = ("topic-init", "trainer")
+THIRD_PARTY = ("apache/kafka:", "prom/prometheus:", "grafana/grafana:")
 METRICS_PORT = 9400
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def compose_env() -> dict[str, str]:
-    """The environment without this machine's settings, so ``config`` shows the file's defaults."""
+    """This process's environment without this machine's settings (for the commands' ``--help``)."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("FRAUDSTREAM_", "GRAFANA_", "COMPOSE_", "KAFKA_"))}
 
 
-def run_compose_config(*profiles: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is required for this test (Debian package docker-compose; .ci/run installs it)"
-    args = [exe, "--project-directory", str(ROOT), "-f", str(COMPOSE)]
-    for p in profiles:
-        args += ["--profile", p]
-    return subprocess.run([*args, "config"], capture_output=True, text=True, check=False, env=compose_env(),
-                          timeout=120)
+def render_compose(*profiles: str, text: str | None = None, **environ: str) -> composecheck.Rendered:
+    """docker-compose.yml (or ``text`` in its place) rendered with ``profiles``: only ``environ``, no ``.env``."""
+    if text is None:
+        return composecheck.render(COMPOSE, environ=environ, profiles=profiles, env_files=[])
+    return composecheck.render_text(text, project_dir=ROOT, environ=environ, profiles=profiles, env_files=[])
 
 
 @cache
 def compose_config() -> dict[str, Any]:
-    """``docker-compose config`` output (interpolated with the defaults, anchors merged), parsed."""
-    done = run_compose_config("load", "gpu")
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = yaml.safe_load(done.stdout)
-    return config
+    """The file as ``docker compose --profile '*' config`` prints it with the defaults: every service."""
+    return render_compose("*").config
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -150,16 +155,109 @@ def help_env_names(argv: list[str]) -> set[str]:
 
 @pytest.mark.parametrize("profiles", [(), ("load",), ("gpu",), ("load", "gpu")], ids=lambda p: "+".join(p) or "none")
 def test_compose_file_validates(profiles: tuple[str, ...]) -> None:
-    done = run_compose_config(*profiles)
-    assert done.returncode == 0, done.stderr
-    config = yaml.safe_load(done.stdout)
-    assert set(config["services"]) == SERVICES
-    assert config["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    rendered = render_compose(*profiles)
+    assert not rendered.warnings, "every variable the file reads has a default; no obsolete `version`"
+    active = set(rendered.config["services"])
+    wanted = {name for name in SERVICES if not PROFILES.get(name) or set(PROFILES[name]) & set(profiles)}
+    assert active & SERVICES == wanted
+    assert rendered.config["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_every_profile_combination_renders() -> None:
+    """Each set of the profiles the file declares (a profile added later included) renders and checks."""
+    declared = sorted(render_compose("*").profiles)
+    assert set(declared) >= {p for ps in PROFILES.values() for p in ps}
+    for n in range(len(declared) + 1):
+        for profiles in itertools.combinations(declared, n):
+            rendered = render_compose(*profiles)
+            assert not rendered.warnings, profiles
+            assert set(rendered.config["services"]) | rendered.disabled == set(services()), profiles
+
+
+def test_settings_reach_the_services(tmp_path: Path) -> None:
+    """The header's settings, from the environment or an env file (the environment wins), land where they should."""
+    rendered = render_compose("*", FRAUDSTREAM_IMAGE="registry.example/fs", FRAUDSTREAM_PARTITIONS="3",
+                              FRAUDSTREAM_THREADS="2", GRAFANA_ADMIN_PASSWORD="pa$$word").config["services"]
+    assert rendered["worker"]["image"] == "registry.example/fs:cpu"
+    assert rendered["worker-gpu"]["image"] == "registry.example/fs:gpu"
+    assert rendered["topic-init"]["environment"]["FRAUDSTREAM_PARTITIONS"] == "3"
+    assert rendered["worker"]["environment"]["FRAUDSTREAM_THREADS"] == "2"
+    assert rendered["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "pa$$word", "a value is not re-read"
+    env_file = tmp_path / ".env"
+    env_file.write_text("# settings\nFRAUDSTREAM_SIM_DAYS=120\nexport FRAUDSTREAM_LOADGEN_RATE='500'\n"
+                        "FRAUDSTREAM_RETRAIN=true  # once\n")
+    rendered = composecheck.render(COMPOSE, environ={"FRAUDSTREAM_RETRAIN": "false"}, env_files=[env_file],
+                                   profiles=["*"]).config["services"]
+    assert rendered["trainer"]["environment"]["FRAUDSTREAM_SIM_DAYS"] == "120"
+    assert rendered["trainer"]["environment"]["FRAUDSTREAM_RETRAIN"] == "false"
+    assert rendered["loadgen"]["environment"]["FRAUDSTREAM_LOADGEN_RATE"] == "500"
+
+
+def _broken(doc: dict[str, Any], change: str) -> str:
+    """The compose document with one deliberate mistake, as YAML text."""
+    doc = json.loads(json.dumps(doc))  # no longer sharing the anchors' mappings between services
+    svc = doc["services"]
+    if change == "unknown key":
+        svc["worker"]["replica"] = 2
+    elif change == "missing dependency":
+        svc["monitor"]["depends_on"]["schema-registry"] = {"condition": "service_started"}
+    elif change == "bad condition":
+        svc["worker"]["depends_on"]["kafka"]["condition"] = "healthy"
+    elif change == "undeclared volume":
+        svc["retrain"]["volumes"] = ["models:/bundles"]
+    elif change == "default needs a profile's service":
+        svc["monitor"]["depends_on"]["loadgen"] = {"condition": "service_started"}
+    elif change == "healthy without a healthcheck":
+        svc["worker"]["depends_on"]["retrain"] = {"condition": "service_healthy"}
+    elif change == "cycle":
+        svc["kafka"]["depends_on"] = {"worker": {"condition": "service_started"}}
+    elif change == "bad duration":
+        svc["worker"]["healthcheck"]["interval"] = "10 seconds"
+    elif change == "bad port":
+        svc["grafana"]["ports"] = ["3000:http"]
+    elif change == "bad replicas":
+        svc["monitor"]["deploy"]["replicas"] = "${FRAUDSTREAM_MONITORS:-two}"
+    elif change == "required variable":
+        svc["trainer"]["environment"]["FRAUDSTREAM_SIM_DAYS"] = "${FRAUDSTREAM_SIM_DAYS:?set the history length}"
+    elif change == "bad interpolation":
+        svc["trainer"]["environment"]["FRAUDSTREAM_SIM_DAYS"] = "${FRAUDSTREAM_SIM_DAYS:84}"
+    else:
+        raise AssertionError(change)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+BROKEN = {
+    "unknown key": r"services\.worker: 'replica' does not match any of the regexes",
+    "missing dependency": "'monitor' depends on undefined service 'schema-registry'",
+    "bad condition": r"services\.worker\.depends_on\.kafka\.condition: 'healthy' is not one of",
+    "undeclared volume": "refers to undefined volume models",
+    "default needs a profile's service": r"'monitor' depends on 'loadgen', which its profiles \['load'\] leave out",
+    "healthy without a healthcheck": "'worker' waits for 'retrain' to be healthy, but 'retrain' has no healthcheck",
+    "cycle": "dependency cycle: ",
+    "bad duration": r"services\.worker\.healthcheck\.interval: '10 seconds' is not a duration",
+    "bad port": r"services\.grafana\.ports\[0\]: invalid port",
+    "bad replicas": r"services\.monitor\.deploy\.replicas: failed to cast 'two'",
+    "required variable": "required variable FRAUDSTREAM_SIM_DAYS is missing a value: set the history length",
+    "bad interpolation": r"services\.trainer\.environment\.FRAUDSTREAM_SIM_DAYS: invalid interpolation format",
+}
+
+
+@pytest.mark.parametrize("change", sorted(BROKEN))
+def test_compose_checks_can_fail(change: str) -> None:
+    """The checks above would catch a mistake: the real file, with one, is refused with the reason."""
+    doc = composecheck.load_yaml(COMPOSE.read_text())
+    text = _broken(doc, change)
+    with pytest.raises(ComposeError, match=BROKEN[change]):
+        render_compose("*" if change != "default needs a profile's service" else "gpu", text=text)
 
 
 def test_profiles() -> None:
     for name, s in services().items():
-        assert s.get("profiles", []) == PROFILES.get(name, []), name
+        if name in SERVICES:
+            assert s.get("profiles", []) == PROFILES.get(name, []), name
+        else:
+            assert s.get("profiles"), (f"{name}: a new service outside any profile changes what `docker compose up` "
+                                       "starts (listed in the file's header and the README): add it to SERVICES")
 
 
 def test_images_and_builds() -> None:
@@ -172,10 +270,12 @@ def test_images_and_builds() -> None:
             assert (ROOT / build.get("dockerfile", "Dockerfile")).is_file(), name
             variant = build["args"]["VARIANT"]
             assert variant in ("cpu", "gpu") and image.endswith(f":{variant}"), f"{name}: {image} vs {variant}"
-        else:
+        elif name in SERVICES:
             assert name in ("kafka", "prometheus", "grafana"), f"{name}: not built from this repo?"
+        else:
+            assert image.startswith(THIRD_PARTY), f"{name}: {image} is neither built here nor a known image"
     assert services()["kafka"]["image"].startswith("apache/kafka:")
-    assert set(built_services()) == SERVICES - {"kafka", "prometheus", "grafana"}
+    assert set(built_services()) & SERVICES == SERVICES - {"kafka", "prometheus", "grafana"}
     # One image per variant: the services that share a tag build it with the same arguments.
     builds: dict[str, Any] = {}
     for name in built_services():
@@ -190,8 +290,10 @@ def test_commands_are_the_projects() -> None:
         argv = service_argv(name)
         if name == "retrain":  # the one service with arguments: its schedule
             assert argv == ["python", "-m", "trainer", "retrain", "--every", "1d"], argv
-            continue
-        assert argv == ["python", "-m", expected[name]], f"{name}: {argv}"
+        elif name in expected:
+            assert argv == ["python", "-m", expected[name]], f"{name}: {argv}"
+        else:  # a service added later: one of the project's modules
+            assert argv[:2] == ["python", "-m"] and importlib.util.find_spec(argv[2]), f"{name}: {argv}"
 
 
 def test_workers_scale() -> None:
@@ -230,11 +332,9 @@ def test_monitor_stands_by_and_is_scraped() -> None:
     assert {n for e in sd for n in e["names"]} & set(m["networks"]["default"]["aliases"])
 
 
-def _volume(v: Any) -> str:
-    """``source:target[:ro]`` of a short or long volume entry (1.29 prints ``:rw`` for the default)."""
-    if isinstance(v, str):
-        return v.removesuffix(":rw")
-    return f"{v['source']}:{v['target']}" + (":ro" if v.get("read_only") else "")
+def _volume(v: dict[str, Any]) -> str:
+    """``source:target[:ro]`` of a rendered (long syntax) volume entry."""
+    return f"{v.get('source', '')}:{v['target']}" + (":ro" if v.get("read_only") else "")
 
 
 def test_gpu_profile_reserves_a_gpu() -> None:
@@ -295,12 +395,7 @@ def test_prometheus_scrapes_every_worker() -> None:
 
 def _bind_mounts(name: str) -> dict[str, Path]:
     """container path -> host path of a service's bind mounts."""
-    out = {}
-    for v in services()[name]["volumes"]:
-        source, target = _volume(v).split(":")[:2]
-        if source.startswith("/"):
-            out[target] = Path(source).resolve()
-    return out
+    return {v["target"]: Path(v["source"]).resolve() for v in services()[name]["volumes"] if v["type"] == "bind"}
 
 
 def test_grafana_provisioning() -> None:
