@@ -32,6 +32,7 @@ from schemas.registry import (
     bundle_records,
     index_key,
 )
+from schemas.replication import AUTO, cluster_factor, topic_settings
 
 # Compacted: the latest record of a key is its word. Big enough for a chunk and its overhead.
 TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(2 * CHUNK_BYTES)}
@@ -56,8 +57,9 @@ class Registry:
             raise ConfigError(f"the broker at {self.bootstrap} does not answer ({exc!r})") from exc
         try:
             existing = set(admin.list_topics())
-            new = [NewTopic(t, 1, 1, topic_configs=TOPIC_CONFIG)
-                   for t in (self.bundles_topic, self.control_topic) if t not in existing]
+            missing = [t for t in (self.bundles_topic, self.control_topic) if t not in existing]
+            factor = cluster_factor(admin, AUTO) if missing else 1
+            new = [NewTopic(t, 1, factor, topic_configs={**topic_settings(factor), **TOPIC_CONFIG}) for t in missing]
             if new:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics(new)

@@ -17,6 +17,7 @@ from kafka.errors import (
 )
 
 from schemas.errors import ConfigError
+from schemas.replication import AUTO, cluster_factor, topic_settings
 from workers.config import Settings
 
 DAY_MS = 86_400_000
@@ -72,11 +73,12 @@ def ensure_topics(s: Settings) -> dict[str, int]:
     try:
         existing = set(admin.list_topics())
         sources = [s.topics.transactions, s.topics.labels]
-        _create_missing(admin, {n: v for n, v in topic_specs(s).items() if n != s.topics.dlq}, existing)
+        _create_missing(admin, {n: v for n, v in topic_specs(s).items() if n != s.topics.dlq}, existing,
+                        s.replication_factor)
         limits = _max_message_bytes(admin, sources)
         source_max = max(limits.values()) if limits else None
         specs = topic_specs(s, source_max)
-        _create_missing(admin, {s.topics.dlq: specs[s.topics.dlq]}, existing)
+        _create_missing(admin, {s.topics.dlq: specs[s.topics.dlq]}, existing, s.replication_factor)
         dlq_max = _max_message_bytes(admin, [s.topics.dlq])
         if source_max is not None and dlq_max:
             _check_dlq(s, dlq_max[s.topics.dlq], source_max)
@@ -85,11 +87,19 @@ def ensure_topics(s: Settings) -> dict[str, int]:
         admin.close()
 
 
-def _create_missing(admin: KafkaAdminClient, specs: dict[str, tuple[int, dict[str, str]]], existing: set[str]) -> None:
-    for name, (n, cfg) in specs.items():
-        if name not in existing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
-                admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg)])
+def _create_missing(admin: KafkaAdminClient, specs: dict[str, tuple[int, dict[str, str]]], existing: set[str],
+                    replication: int = AUTO) -> None:
+    """Create the topics of ``specs`` not in ``existing``, replicated as ``schemas.replication`` says
+    (``replication``: the requested factor, AUTO from the cluster's size)."""
+    missing = [name for name in specs if name not in existing]
+    if not missing:
+        return
+    factor = cluster_factor(admin, replication)
+    for name in missing:
+        n, cfg = specs[name]
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
+            admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=factor,
+                                          topic_configs={**topic_settings(factor), **cfg})])
 
 
 def _max_message_bytes(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ops.loadgen.topics import ensure_topics
+from schemas.replication import parse_factor
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int, configs: dict[str, str] | None = None) -> None:
-    ensure_topics(bootstrap, names, partitions, configs)
+    """Replicated as the workers of the run will (env FRAUDSTREAM_REPLICATION_FACTOR, else auto)."""
+    ensure_topics(bootstrap, names, partitions, configs,
+                  replication=parse_factor(os.environ.get("FRAUDSTREAM_REPLICATION_FACTOR") or "auto"))
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import FraudstreamError
+from schemas.replication import parse_factor
 from schemas.settings import add, non_negative_float, non_negative_int, positive_int
 
 if TYPE_CHECKING:
@@ -102,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--steps", "FRAUDSTREAM_LOADGEN_STEPS", None, "rate steps rate:seconds,... e.g. 1000:10,2000:10")
     add(p, "--client", "FRAUDSTREAM_LOADGEN_CLIENT", "aiokafka",
         "producer client: aiokafka (batches per partition, ~10x faster here) | kafka-python")
-    add(p, "--acks", "FRAUDSTREAM_LOADGEN_ACKS", "all", "producer acks: all | 1 | 0")
+    add(p, "--acks", "FRAUDSTREAM_LOADGEN_ACKS", "all", "producer acks: all | 1 | 0 (all: idempotent too)")
+    add(p, "--replication-factor", "FRAUDSTREAM_REPLICATION_FACTOR", "auto",
+        "replication factor of the input topics created when missing; auto: 3 on a cluster of three brokers or more, "
+        "else 1 (min.insync.replicas 2 with 3 or more), as the worker does", parse_factor)
     add(p, "--linger-ms", "FRAUDSTREAM_LOADGEN_LINGER_MS", 5, "producer linger.ms", int)
     add(p, "--batch-size", "FRAUDSTREAM_LOADGEN_BATCH_SIZE", 256 * 1024, "producer batch.size (bytes)", positive_int)
     add(p, "--compression", "FRAUDSTREAM_LOADGEN_COMPRESSION", "none",
@@ -158,7 +162,7 @@ def run(a: argparse.Namespace) -> int:
     if limit is None and a.rate and a.duration is not None:
         limit = int(a.rate * a.duration) + 1
     h, labels, days = _history(a, limit)
-    ensure_topics(a.bootstrap, [a.topic_transactions, a.topic_labels], a.partitions)
+    ensure_topics(a.bootstrap, [a.topic_transactions, a.topic_labels], a.partitions, replication=a.replication_factor)
     opts = ProducerOptions(acks=a.acks, linger_ms=a.linger_ms, batch_size=a.batch_size,
                            compression=None if a.compression == "none" else a.compression, client=a.client)
     if a.live:

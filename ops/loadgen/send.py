@@ -178,6 +178,7 @@ class AiokafkaBatchSink:
         o = self.opts  # aiokafka objects belong to the running event loop: made here, not in __init__
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **KafkaAuth.from_env().aiokafka(),
                                          acks=o.acks if o.acks == "all" else int(o.acks), linger_ms=o.linger_ms,
+                                         enable_idempotence=o.acks == "all",  # kafka-python's default, aiokafka's not
                                          max_batch_size=o.batch_size, compression_type=o.compression,
                                          max_request_size=4 * 1024 * 1024)
         await self.producer.start()
