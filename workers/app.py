@@ -44,6 +44,7 @@ from workers.runner import Runner
 from workers.score import Scorer
 from workers.services import TableReader
 from workers.terminals import TerminalTable
+from workers.transact import Transactions
 from workers.watchdog import OffsetSampler, Watchdog, run_watchdog
 
 log = logging.getLogger("fraudstream.worker")
@@ -80,6 +81,7 @@ class Worker:
         self.reader = TableReader(s, self.table)
         self.metrics.set_serving(bundle, scorer)
         self.runner = Runner(s, bundle, scorer, self.table, self.publisher, self.metrics, explainer)
+        self.runner.transactions = Transactions(s, self.metrics) if s.exactly_once else None
         self.labels = LabelAggregator(s, self.table, self.publisher, self.runner.stats, self.metrics,
                                       self.runner.stream_clock, self.reader.caught_up)
         self.watchdog = Watchdog(s.stall_after_s)
@@ -194,7 +196,7 @@ class Worker:
         self.health.draining = True
         self.supervisor.stopping = True
         loop = asyncio.get_running_loop()
-        loop.call_later(self.s.drain_timeout_s, self.publisher.interrupt)
+        loop.call_later(self.s.drain_timeout_s, self.interrupt_outputs)
         loop.call_later(self.s.drain_timeout_s + 20, self.hard_exit)
         self.consumer.stopping.set()
         if self.consumer_task is not None:
@@ -223,12 +225,17 @@ class Worker:
         self.fatal.set()
         self.health.fatal = reason
         self.supervisor.stopping = True
-        self.publisher.interrupt()
+        self.interrupt_outputs()
         self.consumer.stopping.set()  # no new fetch; it leaves the group rather than waiting to be timed out
         # A moment before stopping, so that probes and scrapers see why (/healthz, /readyz say it).
         loop = asyncio.get_running_loop()
         loop.call_later(FATAL_GRACE_S, os.kill, os.getpid(), signal.SIGINT)
         loop.call_later(FATAL_GRACE_S + self.s.drain_timeout_s + 20, self.hard_exit)
+
+    def interrupt_outputs(self) -> None:
+        self.publisher.interrupt()
+        if self.runner.transactions is not None:
+            self.runner.transactions.interrupt()
 
     def hard_exit(self) -> None:
         log.error("the worker did not stop within %.0fs of the drain bound; exiting", self.s.drain_timeout_s + 20)

@@ -14,10 +14,12 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.features import LABEL_CUTOFF_MARGIN_MS
 from schemas.kafka_auth import KafkaAuth
+from schemas.replication import AUTO, parse_factor
 from schemas.settings import add, flag, non_negative_float, non_negative_int, positive_int
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 GRAPHS = ("auto", "tree", "tensor")
+GUARANTEES = ("at-least-once", "exactly-once")
 # --batch-size auto: 1000 on the CPU; 4096 when the provider in use is CUDA or TensorRT (decided
 # after the session loads, workers/__main__.py). A GPU run costs about the same for a few hundred
 # rows as for thousands (launch- and copy-bound), so a larger cap drains bursts and backlogs in
@@ -73,6 +75,8 @@ class Settings:
     session_timeout_s: float
     auth: KafkaAuth
     commit_interval_ms: int = 1000
+    replication_factor: int = AUTO  # of the topics created at start (schemas/replication.py)
+    exactly_once: bool = False      # --guarantee exactly-once (workers/transact.py)
     latency_target_ms: float = 0.0  # 0: fixed batches (workers/batching.py)
     graph: str = "auto"            # auto | tree | tensor (workers/score.py)
     batch_size_auto: bool = False  # --batch-size auto: the GPU default may replace CPU_BATCH_SIZE at start
@@ -108,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
             f"topic: {name.replace('_', ' ')}")
     add(p, "--partitions", "FRAUDSTREAM_PARTITIONS", 4, "partitions of the topics created at start when missing",
         positive_int)
+    add(p, "--replication-factor", "FRAUDSTREAM_REPLICATION_FACTOR", "auto",
+        "replication factor of the topics created at start when missing; auto: 3 on a cluster of three brokers or "
+        "more, else 1 (min.insync.replicas 2 with a factor of 3 or more, else 1); existing topics are left as they are",
+        parse_factor)
+    add(p, "--guarantee", "FRAUDSTREAM_GUARANTEE", "at-least-once",
+        "at-least-once: outputs acknowledged, then offsets committed (a kill -9 may repeat a few outputs); "
+        "exactly-once: each input partition's outputs (scores, flags, dead letters, shadow scores) and its offsets "
+        "are committed in one Kafka transaction, so consumers reading with isolation.level=read_committed see "
+        "every transaction scored once through kill -9, rebalances and broker failover (the lag they see grows by "
+        "up to --commit-interval-ms)")
     add(p, "--retention-days", "FRAUDSTREAM_RETENTION_DAYS", 40.0,
         "retention of created source topics (must cover the 37-day state horizon)", non_negative_float)
     add(p, "--scores", "FRAUDSTREAM_SCORES", True, "publish every score to the scores topic", flag)
@@ -237,6 +251,9 @@ def parse(argv: list[str] | None = None) -> Settings:
         raise ConfigError(f"--provider {a.provider!r}: choose one of {', '.join(PROVIDERS)} (env FRAUDSTREAM_PROVIDER)")
     if a.graph not in GRAPHS:
         raise ConfigError(f"--graph {a.graph!r}: choose one of {', '.join(GRAPHS)} (env FRAUDSTREAM_GRAPH)")
+    if a.guarantee not in GUARANTEES:
+        raise ConfigError(f"--guarantee {a.guarantee!r}: choose one of {', '.join(GUARANTEES)} "
+                          "(env FRAUDSTREAM_GUARANTEE)")
     if a.commit_interval_ms <= 0:
         raise ConfigError(f"--commit-interval-ms {a.commit_interval_ms}: must be > 0 "
                           "(env FRAUDSTREAM_COMMIT_INTERVAL_MS)")
@@ -263,7 +280,8 @@ def parse(argv: list[str] | None = None) -> Settings:
         max_future_ms=a.max_future_ms, terminal_wait_s=a.terminal_wait_s, idle_ms=a.idle_ms,
         retries=a.retries, retry_backoff_ms=a.retry_backoff_ms, data_dir=a.data_dir,
         session_timeout_s=a.session_timeout_s, auth=KafkaAuth.from_env(),
-        commit_interval_ms=a.commit_interval_ms, latency_target_ms=a.latency_target_ms,
+        commit_interval_ms=a.commit_interval_ms, replication_factor=a.replication_factor,
+        exactly_once=a.guarantee == "exactly-once", latency_target_ms=a.latency_target_ms,
         metrics_host=a.metrics_host, metrics_port=a.metrics_port, watchdog_interval_s=a.watchdog_interval_s,
         stall_after_s=a.stall_after_s, drain_timeout_s=a.drain_timeout_s, reasons=a.reasons,
         reasons_share=a.reasons_share, graph=a.graph,

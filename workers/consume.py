@@ -48,6 +48,8 @@ class DirectConsumer:
         self.to_commit: dict[int, int] = {}      # partition -> acknowledged offset not yet committed
         self.commit_due = 0.0
         self.policy = BatchPolicy(s.batch_size, s.max_wait_ms, s.latency_target_ms)
+        self.txns = runner.transactions  # exactly-once: commits go through the partitions' transactions
+        self.rewinding: set[int] = set()  # aborted: paused, their fetched records dropped, until the run loop seeks
         self.busy = False        # the fetch settings in use (``_tune_fetch``)
         self.last_fetch = 0.0    # monotonic time records last came
 
@@ -88,18 +90,25 @@ class DirectConsumer:
             if f is not None:
                 self.inflight.append(f)
             done = 0
-            while self.inflight and (final or self.inflight[0].task.done() or len(self.inflight) > MAX_IN_FLIGHT):
+            due = final or time.monotonic() >= self.commit_due
+            # Exactly-once: a commit covers every output sent in the transactions, so all of them complete first.
+            everything = final or (due and self.txns is not None)
+            while self.inflight and (everything or self.inflight[0].task.done() or len(self.inflight) > MAX_IN_FLIGHT):
                 for r in await self.runner.complete(self.inflight.popleft()):
                     self.to_commit[r.partition] = r.offset + 1
                     done += 1
-            if self.to_commit and (final or time.monotonic() >= self.commit_due):
+            if self.to_commit and due:
                 await self._commit()
             return done
 
     async def _commit(self) -> None:
         assert self.consumer is not None
         topic = self.s.topics.transactions
-        await self.consumer.commit({TopicPartition(topic, p): o for p, o in self.to_commit.items()})
+        if self.txns is None:
+            await self.consumer.commit({TopicPartition(topic, p): o for p, o in self.to_commit.items()})
+        else:
+            result = await self.txns.commit(dict(self.to_commit))
+            self._start_rewind(result.rewind)
         self.to_commit.clear()
         self.commit_due = time.monotonic() + self.s.commit_interval_ms / 1000
         # After the commit: a restart re-scores from there, never below these days (decided records
@@ -109,6 +118,49 @@ class DirectConsumer:
             for p, ts in f.decision.min_ts.items():
                 uncommitted[p] = min(uncommitted.get(p, ts), ts)
         await publish_lows(self.runner.publisher, self.s, self.runner.table, self.runner.lows(uncommitted))
+
+    def _start_rewind(self, partitions: set[int]) -> None:
+        """Aborted transactions: their partitions' state goes (the next batch rebuilds it), they are paused at
+        once, and the run loop seeks them back to the group's committed offset before its next fetch; records
+        a fetch in progress still returns for them are dropped until then."""
+        if not partitions:
+            return
+        assert self.consumer is not None
+        self.runner.drop_partitions(partitions)
+        self.rewinding |= partitions & self.assigned()
+        self.consumer.pause(*(TopicPartition(self.s.topics.transactions, p) for p in self.rewinding))
+
+    async def _finish_rewind(self) -> None:
+        if not self.rewinding:
+            return
+        assert self.consumer is not None
+        tps = [TopicPartition(self.s.topics.transactions, p) for p in self.rewinding if p in self.assigned()]
+        await self.seek_committed(tps)
+        self.consumer.resume(*(tp for tp in tps if tp.partition not in self.paused | self.held))
+        self.rewinding.clear()
+
+    async def seek_committed(self, tps: list[TopicPartition]) -> None:
+        """Position each partition at the group's committed offset, asked of the broker (none: where
+        --auto-offset-reset says), retrying while the broker cannot answer."""
+        assert self.consumer is not None
+        backoff = self.s.retry_backoff_ms / 1000
+        for tp in tps:
+            while True:
+                try:
+                    offset = await self.consumer.committed(tp)
+                    break
+                except KafkaError as exc:
+                    log.warning("partition %d: committed offset unavailable (%r); retrying in %.1fs", tp.partition,
+                                exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+            elif self.s.auto_offset_reset == "earliest":
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                await self.consumer.seek_to_end(tp)
+            log.info("partition %d: reading from offset %s (the last commit)", tp.partition, offset)
 
     def next_commit_s(self) -> float | None:
         """Seconds until acknowledged offsets are due to be committed (None: nothing to commit or to await)."""
@@ -123,10 +175,13 @@ class DirectConsumer:
         assert self.consumer is not None
         try:
             while not self.stopping.is_set():
+                await self._finish_rewind()
                 assigned = self.assigned()
                 self._apply_flow(assigned)
                 t0 = time.monotonic()
                 records, fetched = await self._fetch()
+                if self.rewinding:
+                    records = [r for r in records if r.partition not in self.rewinding]
                 if records:
                     await self.runner.recover(records)  # I/O: outside the lock that guards flushing
                     async with self.lock:
@@ -146,6 +201,8 @@ class DirectConsumer:
         finally:
             if self.stopping.is_set():
                 await self.consumer.stop()
+                if self.txns is not None:
+                    await self.txns.close(list(self.txns.owned))
 
     def _apply_flow(self, assigned: set[int]) -> None:
         """Per-partition backpressure (``Core.flow``) and the test hook's holds, through pause/resume."""
@@ -154,7 +211,7 @@ class DirectConsumer:
         paused = self.paused & assigned
         pause, resume = self.runner.flow(paused, 20 * self.s.batch_size)
         pause &= assigned
-        resume &= assigned
+        resume &= assigned - self.rewinding
         if pause:
             self.consumer.pause(*(TopicPartition(topic, p) for p in pause))
         if resume:
@@ -251,6 +308,19 @@ class DirectConsumer:
         self.runner.drop_partitions({tp.partition for tp in partitions if tp.topic == self.s.topics.transactions})
 
 
+    async def open_transactions(self, assigned: list[TopicPartition]) -> None:
+        """Exactly-once: before a partition is read, its producer starts (fencing the previous owner's and
+        ending its open transaction), then the partition is positioned at the committed offset read after
+        that. Paused meanwhile, so that no record is fetched from an offset read too early."""
+        assert self.consumer is not None and self.txns is not None
+        mine = [tp for tp in assigned if tp.topic == self.s.topics.transactions]
+        self.consumer.pause(*mine)
+        await self.txns.close(self.txns.owned - {tp.partition for tp in mine})
+        await self.txns.open(tp.partition for tp in mine)
+        await self.seek_committed(mine)
+        self.consumer.resume(*(tp for tp in mine if tp.partition not in self.held))
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: DirectConsumer) -> None:
         self.owner = owner
@@ -259,4 +329,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.owner.revoke(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        owner = self.owner
+        if owner.txns is not None:
+            await owner.open_transactions(list(assigned))
         log.info("transactions partitions assigned: %s", sorted(tp.partition for tp in assigned))

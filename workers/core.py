@@ -93,6 +93,7 @@ class Decision:
 @dataclass(slots=True)
 class Outputs:
     records: list[Out]
+    sources: list[int]     # per record, the transactions partition it comes from (exactly-once: its transaction)
     scored: int            # the first ``scored`` records are scores and flags
     flagged: int
     unexplained: int = 0   # flags sent without reason codes (beyond the explainer's budget, or it failed)
@@ -188,17 +189,21 @@ class Core:
         before = self.unexplained
         flag_values = iter(self._flag_values(d, scores, flags, values, scored_at))
         out: list[Out] = []
+        sources: list[int] = []
         for a, value, flag in zip(d.ready, values, flags.tolist(), strict=True):
             key = a.tx.tx_id.encode()
             if c.scores_enabled:
                 out.append((t.scores, key, value, None))
+                sources.append(a.record.partition)
             if flag:
                 out.append((t.flags, key, next(flag_values), None))
+                sources.append(a.record.partition)
         scored = len(out)
         for rec, reject in d.dead:
             out.append((t.dlq, rec.key, rec.value or b"",
                         dead_letter_headers(rec.partition, rec.offset, reject, t.transactions, c.worker_id)))
-        return Outputs(out, scored, int(flags.sum()), self.unexplained - before)
+            sources.append(rec.partition)
+        return Outputs(out, sources, scored, int(flags.sum()), self.unexplained - before)
 
     def _flag_values(self, d: Decision, scores: F32, flags: npt.NDArray[np.bool_], values: list[bytes],
                      scored_at: int) -> list[bytes]:

@@ -52,9 +52,13 @@ def interrupted(pending: list[Out], acked_at: list[int], last: BaseException | N
 
 
 class Publisher:
-    def __init__(self, s: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, s: Settings, metrics: Metrics | None = None, transactional_id: str | None = None,
+                 once: bool = False) -> None:
+        """``transactional_id``: a transactional producer (``workers.transact``); ``once``: a failed send is
+        raised, never sent again (inside a transaction a second send could write the records twice)."""
         self.s = s
         self.metrics = metrics
+        self.transactional_id, self.once = transactional_id, once
         self.partitioner = DefaultPartitioner()
         self.stubs = 0  # dead letters replaced by a stub
         self._interrupted = asyncio.Event()
@@ -64,9 +68,11 @@ class Publisher:
         self._interrupted.set()
 
     async def start(self) -> None:
+        txn = self.transactional_id
         self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(),
-                                         acks="all", enable_idempotence=True,
-                                         linger_ms=2, max_batch_size=256 * 1024, client_id=f"{self.s.worker_id}-out",
+                                         acks="all", enable_idempotence=True, transactional_id=txn,
+                                         linger_ms=2, max_batch_size=256 * 1024,
+                                         client_id=f"{self.s.worker_id}-{'out' if txn is None else txn}",
                                          request_timeout_ms=30000, max_request_size=MAX_REQUEST_BYTES)
         await self.producer.start()
 
@@ -109,6 +115,8 @@ class Publisher:
                 now = int(time.time() * 1000)
                 for i in members:
                     acked_at[i] = now
+            if retry and self.once:
+                raise last if last is not None else RuntimeError("a send failed")
             if retry:
                 log.warning("%d outputs not acknowledged (%r); retrying in %.1fs", len(retry), last, backoff)
                 await self._wait(backoff, pending, acked_at, last)

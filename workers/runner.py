@@ -38,6 +38,7 @@ from workers.services import publish_tx_closures, rebuild_partition
 from workers.state import TxPartition
 from workers.stats import StatsWindow
 from workers.terminals import TerminalTable
+from workers.transact import Transactions
 
 log = logging.getLogger("fraudstream.worker")
 F32 = npt.NDArray[np.float32]
@@ -72,6 +73,7 @@ class Runner:
         self.model_version = bundle.model_version
         self.drift, self.drift_off_reason = self._drift_monitor()
         self.shadow: tuple[Bundle, ScorerPort] | None = None  # scores every batch too, to the shadow topic
+        self.transactions: Transactions | None = None  # exactly-once: outputs go in their partition's transaction
         self.rebuilds: list[tuple[int, int, float]] = []  # (partition, records replayed, seconds)
         self.lock = asyncio.Lock()
         # Set when a flush may decide something new (a record was queued, a watermark of the terminal
@@ -237,8 +239,13 @@ class Runner:
                 scores = np.zeros(0, np.float32)
             outputs = self.core.outputs(d, scores, scored_at)
             self._observe_drift(d, scores)
-            records = outputs.records + self._shadow_records(d, scored_at) if self.shadow else outputs.records
-            task = asyncio.ensure_future(self.publisher.send_all(records))
+            shadow = self._shadow_records(d, scored_at)
+            records = outputs.records + shadow if shadow else outputs.records
+            if self.transactions is None:
+                task = asyncio.ensure_future(self.publisher.send_all(records))
+            else:  # shadow records are one per scored row, in row order
+                sources = outputs.sources + [a.record.partition for a in d.ready][:len(shadow)]
+                task = asyncio.ensure_future(self.transactions.send_all(records, sources))
             task.add_done_callback(lambda _: self.wake.set())
             return InFlight(d, outputs, task, scored_at, inference_s)
 

@@ -75,7 +75,8 @@ class Active:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.s.bootstrap, **self.s.auth.aiokafka(), group_id=None,
-                                    enable_auto_commit=False, client_id=f"{self.s.monitor_id}-sources")
+                                    enable_auto_commit=False, client_id=f"{self.s.monitor_id}-sources",
+                                    isolation_level="read_committed")  # workers under exactly-once: no aborted scores
         await consumer.start()
         try:
             self.metrics.activated(self.core)
@@ -191,7 +192,8 @@ def window_record(topic: str, w: Window) -> Out:
 async def dead_lettered(s: MonitorSettings, partitions: int) -> set[tuple[str, int, int]]:
     """The source records (topic, partition, offset) the dead-letter topic holds, read from its headers."""
     consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.auth.aiokafka(), group_id=None,
-                                enable_auto_commit=False, client_id=f"{s.monitor_id}-dlq")
+                                enable_auto_commit=False, client_id=f"{s.monitor_id}-dlq",
+                                isolation_level="read_committed")
     await consumer.start()
     out: set[tuple[str, int, int]] = set()
     try:
