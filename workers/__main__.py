@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(s, bundle, scorer, partitions, metrics_socket=metrics_socket, explainer=explainer,
                      shadow=None if shadow is None else (shadow.bundle, shadow.scorer))
+    from workers.logs import limit_library_logs
+
+    limit_library_logs()  # after every aiokafka / Faust module made its logger
     tune_gc()
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     try:
