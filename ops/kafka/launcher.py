@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ops.kafka.secure import Secure, SecureSetupError, make_certificates, scram_arguments
@@ -79,6 +79,12 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def check_ports_free(ports: list[int]) -> None:
+    for p in ports:
+        if port_in_use(p):
+            raise BrokerError(f"port {p} on 127.0.0.1 is taken: stop what uses it, or pass --port 0 for free ports")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -87,15 +93,24 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie child still answers kill(0); look at its state.
+    return process_state(pid) != "Z"
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (R, S, T when stopped, Z when a zombie); "" when unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when the broker answers a metadata request."""
+def broker_answers(bootstrap: str, timeout_s: float = 5.0, *, this_node: bool = False) -> bool:
+    """True when the broker answers a metadata request.
+
+    ``this_node``: the answer of the broker at ``bootstrap`` (one ``host:port``) to the client's bootstrap
+    metadata request is enough; the DescribeCluster that follows otherwise may go to any broker of a cluster.
+    """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -109,7 +124,8 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     except (KafkaError, OSError, ValueError):
         return False
     try:
-        admin.describe_cluster()
+        if not this_node:
+            admin.describe_cluster()
         return True
     except (KafkaError, OSError):
         return False
@@ -179,23 +195,31 @@ def new_cluster_id() -> str:
             return cid
 
 
-def server_properties(state: Path, port: int, controller_port: int, extra: dict[str, str]) -> str:
+def server_properties(state: Path, port: int, controller_port: int, extra: dict[str, str], *,
+                      node_id: int = 1, voters: str = "", replication: int = 1) -> str:
+    """``server.properties`` of one combined broker+controller node whose data lives in ``state/data``.
+
+    ``voters`` is the static controller quorum (``1@host:port,2@host:port,...``; default: this node
+    alone). With ``replication`` > 1 the internal topics are replicated that many times and need a
+    majority of their replicas in sync, as do topics created without explicit settings.
+    """
+    min_isr = replication // 2 + 1 if replication > 1 else 1
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@127.0.0.1:{controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(state / "data"),
-        "offsets.topic.replication.factor": "1",
+        "offsets.topic.replication.factor": str(replication),
         "offsets.topic.num.partitions": "8",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": str(min_isr),
+        "share.coordinator.state.topic.replication.factor": str(replication),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -203,18 +227,47 @@ def server_properties(state: Path, port: int, controller_port: int, extra: dict[
         "log.retention.hours": "-1",
         "message.max.bytes": "1048588",
     }
+    if replication > 1:
+        props["default.replication.factor"] = str(replication)
+        props["min.insync.replicas"] = str(min_isr)
     props.update(extra)
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
+def terminate(pids: list[int], grace_s: float) -> None:
+    """SIGTERM each (after a SIGCONT, should one be paused), SIGKILL what is left after ``grace_s``; reap children."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed_by = time.monotonic() + 5.0
+            while pid_alive(pid) and time.monotonic() < killed_by:
+                time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):  # Reap it when it is our child.
+            os.waitpid(pid, os.WNOHANG)
+
+
 class LocalBroker:
-    """A broker process whose files live under ``state_dir``."""
+    """A broker process whose files live under ``state_dir``.
+
+    A ``node_id`` and the ``voters``/``replication`` of :meth:`launch` make it a node of
+    :class:`ops.kafka.cluster.LocalCluster`; without, it is node 1 of a one-voter quorum.
+    """
 
     def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR, heap: str = "512m",
-                 secure: Secure | None = None) -> None:
+                 secure: Secure | None = None, node_id: int | None = None) -> None:
         self.state = Path(state_dir).resolve()
         self.heap = heap
         self.secure = secure
+        self.node_id = node_id or 1
+        self.cluster_node = node_id is not None   # then only this node's own answer counts
         self.log = self.state / "broker.log"
         self.info_file = self.state / "broker.json"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -241,7 +294,6 @@ class LocalBroker:
                 f"{current.bootstrap}; run `python -m ops.kafka stop` first.\n{log_tail(self.log)}"
             )
         previous = self.info()
-        self.state.mkdir(parents=True, exist_ok=True)
         internal_port = 0
         if previous:  # Same data, same ports, same cluster id.
             port, controller_port, cluster_id = previous.port, previous.controller_port, previous.cluster_id
@@ -252,6 +304,7 @@ class LocalBroker:
             while controller_port == port:
                 controller_port = free_port()
             cluster_id = new_cluster_id()
+        self.state.mkdir(parents=True, exist_ok=True)
         extra: dict[str, str] = {}
         scram: list[str] = []
         ca_file = ""
@@ -265,19 +318,29 @@ class LocalBroker:
             extra = secure_properties(port, internal_port, controller_port, keystore, store_password)
             scram = scram_arguments(self.secure.users)
             ca_file = str(ca)
-        for p in (port, controller_port, *([internal_port] if internal_port else [])):
-            if port_in_use(p):
-                raise BrokerError(
-                    f"port {p} on 127.0.0.1 is taken: stop what uses it, or pass --port 0 for free ports"
-                )
+        plan = BrokerInfo(port=port, controller_port=controller_port, cluster_id=cluster_id, pid=0,
+                          internal_port=internal_port, ca_file=ca_file)
+        info = self.launch(plan, extra, scram)
+        self.wait_ready(info, timeout_s)
+        return info
+
+    def launch(self, plan: BrokerInfo, extra: dict[str, str], scram: list[str] | None = None, *,
+               voters: str = "", replication: int = 1) -> BrokerInfo:
+        """Write ``server.properties``, format the storage (once) and start the JVM; do not wait for it.
+
+        ``plan`` gives the ports and cluster id (its pid is ignored); the started broker's info is
+        written to ``broker.json`` and returned.
+        """
+        self.state.mkdir(parents=True, exist_ok=True)
+        check_ports_free([plan.port, plan.controller_port, *([plan.internal_port] if plan.internal_port else [])])
         java = java_binary()
         cp = classpath()
         props = self.state / "server.properties"
-        props.write_text(server_properties(self.state, port, controller_port, extra))
+        props.write_text(self.properties(plan, extra, voters=voters, replication=replication))
         props.chmod(0o600)  # holds the keystore password in SASL/TLS mode
         fmt = subprocess.run(
-            [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(props), "--ignore-formatted", *scram],
+            [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={plan.cluster_id}",
+             "-c", str(props), "--ignore-formatted", *(scram or [])],
             capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
@@ -286,7 +349,7 @@ class LocalBroker:
                 detail = detail.replace(password, "***")
             raise BrokerError(f"formatting the broker's storage failed:\n{detail}")
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
                  "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
                  "-Dorg.slf4j.simpleLogger.showDateTime=true",
@@ -294,49 +357,65 @@ class LocalBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._proc = proc
-        info = BrokerInfo(port=port, controller_port=controller_port, cluster_id=cluster_id, pid=proc.pid,
-                          internal_port=internal_port, ca_file=ca_file)
+        info = replace(plan, pid=self._proc.pid)
+        self.record(info)
+        return info
+
+    def properties(self, plan: BrokerInfo, extra: dict[str, str], *, voters: str = "", replication: int = 1) -> str:
+        """The ``server.properties`` text :meth:`launch` writes for ``plan``."""
+        return server_properties(self.state, plan.port, plan.controller_port, extra,
+                                 node_id=self.node_id, voters=voters, replication=replication)
+
+    def record(self, info: BrokerInfo) -> None:
+        """Write ``broker.json``: the ports and cluster id a later start reuses, and the pid (0: none runs)."""
+        self.state.mkdir(parents=True, exist_ok=True)
         self.info_file.write_text(json.dumps(asdict(info)))
-        deadline = time.monotonic() + timeout_s
+
+    def wait_ready(self, info: BrokerInfo, timeout_s: float, deadline: float | None = None) -> None:
+        """Wait until the launched broker answers; stop it and raise when it exits or the time is up.
+
+        ``deadline`` (a ``time.monotonic()`` value) replaces ``timeout_s`` from now, for nodes started together.
+        """
+        deadline = time.monotonic() + timeout_s if deadline is None else deadline
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            code = self._proc.poll() if self._proc is not None and self._proc.pid == info.pid else None
+            if code is not None or not pid_alive(info.pid):
                 raise BrokerError(
-                    f"the broker exited with code {proc.returncode} during start; its log says:\n"
-                    f"{log_tail(self.log)}"
+                    f"the broker exited with code {code} during start; its log says:\n{log_tail(self.log)}"
                 )
-            if broker_answers(info.probe, timeout_s=2.0):
-                return info
+            if broker_answers(info.probe, timeout_s=2.0, this_node=self.cluster_node):
+                return
             time.sleep(0.5)
-        self._terminate(proc.pid, grace_s=10)
-        proc.wait()
-        raise BrokerError(f"the broker did not answer within {timeout_s:.0f}s; its log says:\n{log_tail(self.log)}")
+        terminate([info.pid], grace_s=10)
+        self._reap()
+        raise BrokerError(
+            f"the broker did not answer within {timeout_s:.0f}s; its log says:\n{log_tail(self.log)}"
+        )
+
+    def send_signal(self, sig: int) -> int:
+        """Send ``sig`` to the running broker; its pid (0 when none runs)."""
+        info = self.running()
+        if not info:
+            return 0
+        os.kill(info.pid, sig)
+        return info.pid
 
     def stop(self, grace_s: float = 30.0) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``grace_s``). True if it was running."""
         info = self.running()
         if not info:
             return False
-        self._terminate(info.pid, grace_s)
-        if self._proc is not None:
-            self._proc.wait()
-            self._proc = None
-        self.info_file.write_text(json.dumps({**asdict(info), "pid": 0}))
+        terminate([info.pid], grace_s)
+        self.forget_process()
         return True
 
-    @staticmethod
-    def _terminate(pid: int, grace_s: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                break
-            time.sleep(0.2)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):  # Reap it when it is our child.
-            os.waitpid(pid, os.WNOHANG)
+    def forget_process(self) -> None:
+        """After the process has ended: reap it and record that none runs (``pid`` 0, ports and data kept)."""
+        self._reap()
+        info = self.info()
+        if info is not None and info.pid and not pid_alive(info.pid):
+            self.record(replace(info, pid=0))
+
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
