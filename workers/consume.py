@@ -49,7 +49,8 @@ class DirectConsumer:
         self.commit_due = 0.0
         self.policy = BatchPolicy(s.batch_size, s.max_wait_ms, s.latency_target_ms)
         self.txns = runner.transactions  # exactly-once: commits go through the partitions' transactions
-        self.rewinding: set[int] = set()  # aborted: paused, their fetched records dropped, until the run loop seeks
+        self.rewinding: set[int] = set()  # paused, their fetched records dropped, until the run loop seeks them
+        self.rewind_retry_at = 0.0
         self.busy = False        # the fetch settings in use (``_tune_fetch``)
         self.last_fetch = 0.0    # monotonic time records last came
 
@@ -131,13 +132,19 @@ class DirectConsumer:
         self.consumer.pause(*(TopicPartition(self.s.topics.transactions, p) for p in self.rewinding))
 
     async def _finish_rewind(self) -> None:
-        if not self.rewinding:
+        """Partitions to (re)position: exactly-once, their producers start first (fencing whoever held them
+        before); then each is sought to the group's committed offset and resumed. A producer that cannot
+        start yet (the broker away) leaves its partition paused until a later turn of the loop."""
+        if not self.rewinding or time.monotonic() < self.rewind_retry_at:
             return
         assert self.consumer is not None
-        tps = [TopicPartition(self.s.topics.transactions, p) for p in self.rewinding if p in self.assigned()]
+        todo = self.rewinding & self.assigned()
+        ready = todo if self.txns is None else await self.txns.open(todo)
+        tps = [TopicPartition(self.s.topics.transactions, p) for p in sorted(ready)]
         await self.seek_committed(tps)
         self.consumer.resume(*(tp for tp in tps if tp.partition not in self.paused | self.held))
-        self.rewinding.clear()
+        self.rewinding = todo - ready
+        self.rewind_retry_at = time.monotonic() + (self.s.retry_backoff_ms / 1000 if self.rewinding else 0)
 
     async def seek_committed(self, tps: list[TopicPartition]) -> None:
         """Position each partition at the group's committed offset, asked of the broker (none: where
@@ -309,16 +316,15 @@ class DirectConsumer:
 
 
     async def open_transactions(self, assigned: list[TopicPartition]) -> None:
-        """Exactly-once: before a partition is read, its producer starts (fencing the previous owner's and
-        ending its open transaction), then the partition is positioned at the committed offset read after
-        that. Paused meanwhile, so that no record is fetched from an offset read too early."""
+        """Exactly-once: an assigned partition is paused at once, and read only once its producer has started
+        (fencing the previous owner's and ending its open transaction) and it is positioned at the committed
+        offset read after that (``_finish_rewind``, in the run loop, before its next fetch)."""
         assert self.consumer is not None and self.txns is not None
         mine = [tp for tp in assigned if tp.topic == self.s.topics.transactions]
         self.consumer.pause(*mine)
         await self.txns.close(self.txns.owned - {tp.partition for tp in mine})
-        await self.txns.open(tp.partition for tp in mine)
-        await self.seek_committed(mine)
-        self.consumer.resume(*(tp for tp in mine if tp.partition not in self.held))
+        self.rewinding |= {tp.partition for tp in mine}
+        self.rewind_retry_at = 0.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -46,6 +46,7 @@ class _Partition:
     publisher: Publisher
     open: bool = False                   # a transaction begun and not yet ended
     failed: BaseException | None = None  # a send of this transaction failed: abort it
+    beginning: asyncio.Lock = field(default_factory=asyncio.Lock)  # two batches in flight begin it once
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,20 @@ class Transactions:
     def transactional_id(self, partition: int) -> str:
         return f"{self.s.group_id}-{self.s.topics.transactions}-{partition}"
 
-    async def open(self, partitions: Iterable[int]) -> None:
+    async def open(self, partitions: Iterable[int]) -> set[int]:
         """Start a producer for each partition (concurrently): each start fences the partition's previous
-        producer and completes (aborts) its open transaction, so committed offsets read after this are final."""
-        new = [p for p in partitions if p not in self.parts]
-        self.owned.update(new)
-        await asyncio.gather(*(self._start(p) for p in new))
+        producer and completes (aborts) its open transaction, so committed offsets read after this are final.
+        Returns the partitions that have a producer now (one that failed to start is logged)."""
+        wanted = set(partitions)
+        self.owned |= wanted
+        new = sorted(p for p in wanted if p not in self.parts)
+        for p, outcome in zip(new, await asyncio.gather(*(self._start(p) for p in new), return_exceptions=True),
+                              strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("partition %d: its transactional producer did not start (%r); retrying", p, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return {p for p in wanted if p in self.parts}
 
     async def _start(self, partition: int) -> None:
         pub = Publisher(self.s, self.metrics, transactional_id=self.transactional_id(partition), once=True)
@@ -129,9 +138,10 @@ class Transactions:
 
     @staticmethod
     async def _begin(part: _Partition) -> None:
-        if not part.open:
-            await part.publisher.producer.begin_transaction()
-            part.open = True
+        async with part.beginning:
+            if not part.open:
+                await part.publisher.producer.begin_transaction()
+                part.open = True
 
     async def commit(self, offsets: dict[int, int]) -> CommitResult:
         """Commit each partition's transaction with its next offset. One that fails is aborted (its producer
