@@ -62,7 +62,8 @@ NAMES = (
     "fraudstream_stalled_partitions", "fraudstream_ready", "fraudstream_model_info",
     "fraudstream_labels_consumed_total", "fraudstream_label_dead_letters_total",
     "fraudstream_labels_late_restamped_total", "fraudstream_state_entries", "fraudstream_outputs_refused_total",
-    "fraudstream_dead_letter_stubs_total", "fraudstream_drift_psi", "fraudstream_alert_rate",
+    "fraudstream_dead_letter_stubs_total", "fraudstream_kafka_transactions_aborted_total", "fraudstream_drift_psi",
+    "fraudstream_alert_rate",
     "fraudstream_expected_alert_rate", "fraudstream_drift_rows", "fraudstream_flags_unexplained_total",
     "fraudstream_model_swaps_total", "fraudstream_model_refused_total", "fraudstream_shadow_failed_total",
 )
@@ -147,6 +148,9 @@ class Metrics:
                                registry=r)
         self.stubs = Counter("fraudstream_dead_letter_stubs", "dead letters the broker refused for good, replaced by a "
                              "stub (key and dead-letter headers, empty value)", registry=r)
+        self.txn_aborted = Counter("fraudstream_kafka_transactions_aborted", "exactly-once: transactions aborted "
+                                   "(a send or the commit failed, or the producer was fenced), each rewinding its "
+                                   "partition to its last commit", ["cause"], registry=r)
         self.state = Gauge("fraudstream_state_entries", "entries in each per-key state structure of the worker",
                            ["structure"], registry=r)
         self.drift_psi = Gauge("fraudstream_drift_psi", "PSI of a monitored feature (feature=\"score\": the score) "

@@ -156,8 +156,10 @@ class Transactions:
                 committed[p] = offset
             elif isinstance(outcome, Exception):
                 self.aborted += 1
-                what = "fenced (another worker's producer, or the transaction timed out)" \
-                    if isinstance(outcome, ProducerFenced) else repr(outcome)
+                fenced = isinstance(outcome, ProducerFenced)
+                if self.metrics is not None:
+                    self.metrics.txn_aborted.labels("fenced" if fenced else "failed").inc()
+                what = "fenced (another worker's producer, or the transaction timed out)" if fenced else repr(outcome)
                 log.warning("partition %d: transaction aborted: %s; reading it again from its last commit", p, what)
                 rewind.add(p)
             else:
