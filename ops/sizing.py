@@ -135,6 +135,33 @@ def plan(rate: float, m: Measured, cpu_us: float, tx_per_terminal_day: float, pa
             "partitions": max(workers * partitions_per_worker, 12), "terminal_days_mib_per_day": day_mib}
 
 
+def check_workers(bundle: str, procs: int, n: int, brokers: int) -> list[dict[str, float]]:
+    """The model's CPU assumption against a measured run: one worker, then ``procs`` workers, draining the same
+    ``n`` transactions (+ labels) on a local cluster of ``brokers``: total worker CPU a transaction, and the
+    idle share of a core each worker burns (its fixed cost: reading every terminal-days record, the loops)."""
+    import tempfile
+    from pathlib import Path
+
+    from ops.bench.run import Context, worker_drain
+    from ops.bench.toggle import bench_history
+    from ops.kafka.cluster import LocalCluster
+
+    h, lab = bench_history()
+    work = Path(tempfile.mkdtemp(prefix="fraudstream-sizing-"))
+    cluster = LocalCluster(work / "kafka", size=brokers)
+    info = cluster.start(port=0)
+    try:
+        ctx = Context(info.bootstrap, Path(bundle), h, lab, min(n, len(h)), work)
+        out = []
+        for k in (1, procs):
+            d = worker_drain(ctx, k)
+            out.append({"workers": k, "tx_per_s": d.tx_per_s, "cpu_us": d.extra["cpu_us_per_tx"],
+                        "idle_cpu": d.extra["idle_cpu"]})
+        return out
+    finally:
+        cluster.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ops.sizing", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker CPU µs a transaction (BENCHMARKS.md; default 50: drift on, reasons off)")
     p.add_argument("--tx-per-terminal-day", type=float, default=100.0, help="default 100")
     p.add_argument("--worker-memory-gib", type=float, default=8.0, help="memory a worker process may use (default 8)")
+    p.add_argument("--check-bundle", default=None,
+                   help="also check the CPU model against drains of 1 and --check-workers workers on a local cluster "
+                        "of --check-brokers brokers, with this bundle")
+    p.add_argument("--check-workers", type=int, default=4, help="default 4")
+    p.add_argument("--check-brokers", type=int, default=3, help="default 3")
+    p.add_argument("--check-transactions", type=int, default=100_000, help="default 100000")
     return p
 
 
@@ -164,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {rate:,.0f} | {r['held_gib']:,.0f} GiB | {r['terminals'] / 1e6:,.1f} M | {r['table_gib']:,.2f} GiB "
               f"| {r['workers_cpu']:,.0f} | {mem} | {r['partitions']:,.0f} "
               f"| {r['terminal_days_mib_per_day']:,.0f} MiB/day |")
+    if a.check_bundle:
+        print(f"\n| workers ({a.check_brokers} brokers) | tx/s | worker CPU µs a transaction (all workers) "
+              "| idle CPU a worker |")
+        print("|---:|---:|---:|---:|")
+        for row in check_workers(a.check_bundle, a.check_workers, a.check_transactions, a.check_brokers):
+            print(f"| {row['workers']:.0f} | {row['tx_per_s']:,.0f} | {row['cpu_us']:.1f} | {row['idle_cpu']:.1%} |")
     return 0
 
 
