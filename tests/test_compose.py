@@ -6,8 +6,11 @@ Specification's JSON Schema, compose's own consistency checks, the canonical for
 tests feed it broken documents). The rendering sees no environment and no ``.env``, so a
 developer's settings do not change what is tested. What a schema cannot see is checked here:
 images and builds, dependencies, the GPU reservation, that every FRAUDSTREAM_* variable a service
-sets is one its command reads, that Prometheus finds the (scaled) workers, and that the dashboard
-queries only the metrics the workers export (``workers.metrics``), all of them.
+sets is one its command reads, that Prometheus finds the (scaled) workers, that the dashboard
+queries only the metrics the workers export (``workers.metrics``), all of them, and that the
+``cluster`` profile, rendered with ``ops/docker/cluster.env`` (the project's file, no other
+environment), is one three-node KRaft cluster that every client uses whole, while the default
+stays a single broker (``cluster_problems``; its mistakes are fed to it too).
 
 The known services are checked by name; a service added later must sit behind a profile (what
 ``docker compose up`` starts is listed in the file's header and the README) and passes the
@@ -19,6 +22,7 @@ Helpers without a ``test_`` prefix are imported by ``tests/test_image.py`` and `
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import itertools
 import json
@@ -43,9 +47,13 @@ PROMETHEUS = ROOT / "ops" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "ops" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
 
-SERVICES = {"kafka", "topic-init", "trainer", "worker", "worker-gpu", "monitor", "retrain", "loadgen", "prometheus",
-            "grafana"}
-PROFILES = {"loadgen": ["load"], "worker-gpu": ["gpu"]}
+CLUSTER_ENV = ROOT / "ops" / "docker" / "cluster.env"
+
+SERVICES = {"kafka", "kafka-2", "kafka-3", "topic-init", "trainer", "worker", "worker-gpu", "monitor", "retrain",
+            "loadgen", "prometheus", "grafana"}
+PROFILES = {"loadgen": ["load"], "worker-gpu": ["gpu"], "kafka-2": ["cluster"], "kafka-3": ["cluster"]}
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")   # the cluster's; `kafka` alone by default
+THIRD_PARTY_SERVICES = (*KAFKA_NODES, "prometheus", "grafana")
 WORKERS = ("worker", "worker-gpu")
 ONE_SHOT = ("topic-init", "trainer")
 THIRD_PARTY = ("apache/kafka:", "prom/prometheus:", "grafana/grafana:")
@@ -153,7 +161,8 @@ def help_env_names(argv: list[str]) -> set[str]:
 # --- the compose file ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profiles", [(), ("load",), ("gpu",), ("load", "gpu")], ids=lambda p: "+".join(p) or "none")
+@pytest.mark.parametrize("profiles", [(), ("load",), ("gpu",), ("load", "gpu"), ("cluster",)],
+                         ids=lambda p: "+".join(p) or "none")
 def test_compose_file_validates(profiles: tuple[str, ...]) -> None:
     rendered = render_compose(*profiles)
     assert not rendered.warnings, "every variable the file reads has a default; no obsolete `version`"
@@ -207,6 +216,8 @@ def _broken(doc: dict[str, Any], change: str) -> str:
         svc["retrain"]["volumes"] = ["models:/bundles"]
     elif change == "default needs a profile's service":
         svc["monitor"]["depends_on"]["loadgen"] = {"condition": "service_started"}
+    elif change == "default needs a cluster node":  # why topic-init waits for nodes 2 and 3 instead
+        svc["worker"]["depends_on"]["kafka-2"] = {"condition": "service_healthy"}
     elif change == "healthy without a healthcheck":
         svc["worker"]["depends_on"]["retrain"] = {"condition": "service_healthy"}
     elif change == "cycle":
@@ -232,6 +243,7 @@ BROKEN = {
     "bad condition": r"services\.worker\.depends_on\.kafka\.condition: 'healthy' is not one of",
     "undeclared volume": "refers to undefined volume models",
     "default needs a profile's service": r"'monitor' depends on 'loadgen', which its profiles \['load'\] leave out",
+    "default needs a cluster node": r"'worker' depends on 'kafka-2', which its profiles \['cluster'\] leave out",
     "healthy without a healthcheck": "'worker' waits for 'retrain' to be healthy, but 'retrain' has no healthcheck",
     "cycle": "dependency cycle: ",
     "bad duration": r"services\.worker\.healthcheck\.interval: '10 seconds' is not a duration",
@@ -248,7 +260,7 @@ def test_compose_checks_can_fail(change: str) -> None:
     doc = composecheck.load_yaml(COMPOSE.read_text())
     text = _broken(doc, change)
     with pytest.raises(ComposeError, match=BROKEN[change]):
-        render_compose("*" if change != "default needs a profile's service" else "gpu", text=text)
+        render_compose("gpu" if change.startswith("default needs") else "*", text=text)
 
 
 def test_profiles() -> None:
@@ -271,11 +283,12 @@ def test_images_and_builds() -> None:
             variant = build["args"]["VARIANT"]
             assert variant in ("cpu", "gpu") and image.endswith(f":{variant}"), f"{name}: {image} vs {variant}"
         elif name in SERVICES:
-            assert name in ("kafka", "prometheus", "grafana"), f"{name}: not built from this repo?"
+            assert name in THIRD_PARTY_SERVICES, f"{name}: not built from this repo?"
         else:
             assert image.startswith(THIRD_PARTY), f"{name}: {image} is neither built here nor a known image"
+    assert {services()[name]["image"] for name in KAFKA_NODES} == {services()["kafka"]["image"]}, "one Kafka image"
     assert services()["kafka"]["image"].startswith("apache/kafka:")
-    assert set(built_services()) & SERVICES == SERVICES - {"kafka", "prometheus", "grafana"}
+    assert set(built_services()) & SERVICES == SERVICES - set(THIRD_PARTY_SERVICES)
     # One image per variant: the services that share a tag build it with the same arguments.
     builds: dict[str, Any] = {}
     for name in built_services():
@@ -372,6 +385,377 @@ def test_environment_is_read_by_the_commands() -> None:
             known |= help_env_names(check)
         unknown = {k for k in services()[name]["environment"] if k.startswith("FRAUDSTREAM_")} - known
         assert not unknown, f"{name} sets variables its command does not read: {sorted(unknown)}"
+
+
+# --- the Kafka cluster: profile cluster, switched on by ops/docker/cluster.env -----------------------
+
+
+def render_cluster(*profiles: str, text: str | None = None) -> composecheck.Rendered:
+    """``docker compose --env-file ops/docker/cluster.env [--profile ...] config``: the file's COMPOSE_PROFILES
+    unless ``profiles`` are given (they replace it, as ``--profile`` does)."""
+    if text is None:
+        return composecheck.render(COMPOSE, environ={}, profiles=profiles, env_files=[CLUSTER_ENV])
+    return composecheck.render_text(text, project_dir=ROOT, environ={}, profiles=profiles, env_files=[CLUSTER_ENV])
+
+
+def _addresses(value: str, sep: str) -> dict[str, tuple[str, int]]:
+    """``NAME://host:port,...`` (sep ``://``) or ``id@host:port,...`` (sep ``@``) -> name -> (host, port)."""
+    out: dict[str, tuple[str, int]] = {}
+    for entry in value.split(","):
+        name, _, address = entry.partition(sep)
+        host, _, port = address.rpartition(":")
+        out[name] = (host, int(port))
+    return out
+
+
+def kafka_nodes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run a Kafka node (the official image)."""
+    return {name: s for name, s in config["services"].items() if str(s.get("image", "")).startswith("apache/kafka:")}
+
+
+def kafka_clients(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services of the project that talk to Kafka (they set a bootstrap)."""
+    return {name: s for name, s in config["services"].items() if "FRAUDSTREAM_BOOTSTRAP" in s.get("environment", {})}
+
+
+def cluster_problems(config: dict[str, Any], size: int = 3) -> list[str]:
+    """What keeps a rendered configuration from being ``size`` KRaft nodes (each a broker and a controller,
+    all voters) replicated as ``schemas.replication`` says, that every client uses whole; empty when nothing."""
+    from ops.docker.init_topics import brokers_wanted
+    from schemas.replication import AUTO, choose, min_insync, parse_factor
+
+    problems: list[str] = []
+    nodes = kafka_nodes(config)
+    env = {name: {k: str(v) for k, v in s.get("environment", {}).items()} for name, s in nodes.items()}
+    if len(nodes) != size:
+        problems.append(f"{len(nodes)} Kafka node(s), not {size}: {sorted(nodes)}")
+    for key in ("CLUSTER_ID", "KAFKA_CONTROLLER_QUORUM_VOTERS"):
+        values = {name: e.get(key) for name, e in env.items()}
+        if len(set(values.values())) != 1:
+            problems.append(f"{key} differs between the nodes: {values}")
+    ids = {name: int(e.get("KAFKA_NODE_ID", "0")) for name, e in env.items()}
+    if len(set(ids.values())) != len(ids):
+        problems.append(f"node ids are not distinct: {ids}")
+    advertised: dict[str, dict[str, tuple[str, int]]] = {}
+    published: dict[str, list[int]] = {}
+    data: dict[str, str] = {}
+    for name, e in env.items():
+        names = {name, nodes[name].get("hostname", name)}
+        if e.get("KAFKA_PROCESS_ROLES") != "broker,controller":
+            problems.append(f"{name}: KAFKA_PROCESS_ROLES {e.get('KAFKA_PROCESS_ROLES')}, not broker,controller")
+        cluster_id = e.get("CLUSTER_ID", "")
+        try:
+            valid = len(cluster_id) == 22 and len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+        except ValueError:
+            valid = False
+        if not valid:
+            problems.append(f"{name}: CLUSTER_ID {cluster_id!r} is not a base64 UUID (kafka-storage.sh random-uuid)")
+        listening = _addresses(e["KAFKA_LISTENERS"], "://")
+        voters = _addresses(e["KAFKA_CONTROLLER_QUORUM_VOTERS"], "@")
+        if {int(v) for v in voters} != set(ids.values()):
+            problems.append(f"{name}: the voters {sorted(voters)} are not the nodes {sorted(ids.values())}")
+        for other, node_id in ids.items():
+            if str(node_id) not in voters:
+                continue  # reported above
+            host, port = voters[str(node_id)]
+            if host not in {other, nodes[other].get("hostname", other)} or port != listening["CONTROLLER"][1]:
+                problems.append(f"{name}: voter {node_id} is {host}:{port}, not {other}'s controller listener")
+        advertised[name] = _addresses(e["KAFKA_ADVERTISED_LISTENERS"], "://")
+        host, port = advertised[name]["PLAINTEXT"]
+        if host not in names or port != listening["PLAINTEXT"][1]:
+            problems.append(f"{name}: advertises PLAINTEXT {host}:{port}, not its own name and listener")
+        ports = {int(p["target"]): int(p["published"]) for p in nodes[name].get("ports", [])}
+        published[name] = sorted(ports.values())
+        if "EXTERNAL" in advertised[name] and ports.get(listening["EXTERNAL"][1]) != advertised[name]["EXTERNAL"][1]:
+            problems.append(f"{name}: advertises EXTERNAL {advertised[name]['EXTERNAL']}, not the port it publishes")
+        mounts = [v for v in nodes[name].get("volumes", []) if v["target"] == e.get("KAFKA_LOG_DIRS")]
+        if not mounts or mounts[0]["type"] != "volume":
+            problems.append(f"{name}: KAFKA_LOG_DIRS {e.get('KAFKA_LOG_DIRS')} is not on a named volume")
+        else:
+            data[name] = mounts[0]["source"]
+        if not nodes[name].get("healthcheck", {}).get("test"):
+            problems.append(f"{name}: no healthcheck")
+    shared: dict[str, dict[str, str]] = {
+        "advertised listeners": {n: str(sorted(a.items())) for n, a in advertised.items()},
+        "host ports": {n: str(p) for n, p in published.items()}, "data volumes": data}
+    for what, values in shared.items():
+        if len(set(values.values())) != len(values):
+            problems.append(f"the nodes share {what}: {values}")
+    # Replication: as the project's rule for topics has it, for the internal topics too.
+    factor = choose(AUTO, size)
+    wanted = {"KAFKA_DEFAULT_REPLICATION_FACTOR": factor, "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": factor,
+              "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": factor,
+              "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": factor,
+              "KAFKA_MIN_INSYNC_REPLICAS": min_insync(factor),
+              "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": min_insync(factor),
+              "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": min_insync(factor)}
+    for name, e in env.items():
+        for key, value in wanted.items():
+            if e.get(key) != str(value):
+                problems.append(f"{name}: {key}={e.get(key)}, not {value}")
+    # The clients: every broker in the bootstrap; the topics they create replicated as the cluster's
+    # size says (stated in a cluster); started after topic-init, which waits for every broker.
+    brokers = {f"{a['PLAINTEXT'][0]}:{a['PLAINTEXT'][1]}" for a in advertised.values()}
+    for name, s in kafka_clients(config).items():
+        client = {k: str(v) for k, v in s["environment"].items()}
+        bootstrap = set(client["FRAUDSTREAM_BOOTSTRAP"].split(","))
+        if bootstrap != brokers:
+            problems.append(f"{name}: bootstrap {sorted(bootstrap)}, not the brokers {sorted(brokers)}")
+        if name in ("topic-init", *WORKERS, "loadgen"):
+            requested = parse_factor(client.get("FRAUDSTREAM_REPLICATION_FACTOR", "auto"))
+            if requested != factor and not (requested == AUTO and factor == 1):
+                problems.append(f"{name}: creates topics with --replication-factor "
+                                f"{client.get('FRAUDSTREAM_REPLICATION_FACTOR', 'auto')}, not {factor}")
+        deps = s.get("depends_on", {})
+        if name == "topic-init":
+            need = brokers_wanted(int(client.get("FRAUDSTREAM_INIT_MIN_BROKERS", "1")),
+                                  parse_factor(client.get("FRAUDSTREAM_REPLICATION_FACTOR", "auto")))
+            if need < size:
+                problems.append(f"topic-init waits for {need} broker(s), not {size}")
+            if deps.get("kafka", {}).get("condition") != "service_healthy":
+                problems.append("topic-init does not wait for kafka to be healthy")
+        elif deps.get("topic-init", {}).get("condition") != "service_completed_successfully":
+            problems.append(f"{name} does not wait for topic-init (which waits for every broker)")
+    return problems
+
+
+def test_cluster_env_file_renders() -> None:
+    """``--env-file ops/docker/cluster.env`` is the whole switch: the cluster profile, and every variable it needs."""
+    rendered = render_cluster()
+    assert not rendered.warnings
+    default = set(render_compose().config["services"])
+    assert set(rendered.config["services"]) == default | {"kafka-2", "kafka-3"}
+    assert rendered.disabled == {"loadgen", "worker-gpu"}
+    assert {"kafka-2", "kafka-3", "loadgen"} <= set(render_cluster("cluster", "load").config["services"])
+    # The file sets exactly the variables the compose file reads for the cluster (a typo is not silent).
+    settings = composecheck.parse_env_file(CLUSTER_ENV.read_text(), {})
+    read = set(re.findall(r"\$\{(FRAUDSTREAM_COMPOSE_[A-Z0-9_]+)", COMPOSE.read_text()))
+    assert settings["COMPOSE_PROFILES"] == "cluster"
+    assert set(settings) - {"COMPOSE_PROFILES"} == read
+
+
+@pytest.mark.parametrize("profiles", [(), ("cluster", "load", "gpu")], ids=["file", "cluster+load+gpu"])
+def test_cluster_is_whole(profiles: tuple[str, ...]) -> None:
+    """Three nodes, one cluster id and voter list, their own ids, listeners, ports and volumes; 3 replicas with 2 in
+    sync; every client's bootstrap names the three brokers and starts after topic-init, which waits for them."""
+    config = render_cluster(*profiles).config
+    assert cluster_problems(config) == []
+    assert set(kafka_nodes(config)) == set(KAFKA_NODES)
+    env = {name: config["services"][name]["environment"] for name in KAFKA_NODES}
+    assert env["kafka"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert sorted(int(e["KAFKA_NODE_ID"]) for e in env.values()) == [1, 2, 3]
+    assert {e["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] for e in env.values()} == {"3"}
+    assert {e["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] for e in env.values()} == {"3"}
+    assert {e["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] for e in env.values()} == {"2"}
+    assert {e["KAFKA_MIN_INSYNC_REPLICAS"] for e in env.values()} == {"2"}
+    assert {e["KAFKA_DEFAULT_REPLICATION_FACTOR"] for e in env.values()} == {"3"}
+    clients = kafka_clients(config)
+    assert {"topic-init", "worker", "monitor", "retrain"} <= set(clients)
+    for s in clients.values():
+        assert sorted(s["environment"]["FRAUDSTREAM_BOOTSTRAP"].split(",")) == [
+            "kafka-2:19092", "kafka-3:19092", "kafka:19092"]
+    # The single broker's volume is not node 1's (it was formatted for another cluster id).
+    assert [v["source"] for v in config["services"]["kafka"]["volumes"]] == ["kafka-1-data"]
+
+
+def test_default_is_one_broker() -> None:
+    """Without the env file: the single broker, as before the cluster profile existed."""
+    config = render_compose("load", "gpu").config
+    assert cluster_problems(config, size=1) == []
+    assert set(kafka_nodes(config)) == {"kafka"}
+    kafka = config["services"]["kafka"]
+    env = kafka["environment"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093" and env["KAFKA_NODE_ID"] == "1"
+    assert env["CLUSTER_ID"] == "5L6g3nShT-eMCtK--X86sw", "the image's default: the volume of an earlier start fits"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "KAFKA_MIN_INSYNC_REPLICAS",
+                "KAFKA_DEFAULT_REPLICATION_FACTOR"):
+        assert env[key] == "1", key
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:19092,EXTERNAL://localhost:9092"
+    assert [(p["published"], p["target"]) for p in kafka["ports"]] == [("9092", 9092)]
+    assert [v["source"] for v in kafka["volumes"]] == ["kafka-data"]
+    for name, s in kafka_clients(config).items():
+        assert s["environment"]["FRAUDSTREAM_BOOTSTRAP"] == "kafka:19092", name
+        assert s["environment"].get("FRAUDSTREAM_REPLICATION_FACTOR", "auto") == "auto", name
+
+
+def test_profile_cluster_alone_is_not_a_cluster() -> None:
+    """``--profile cluster`` without the env file starts kafka-2 and kafka-3 beside a one-voter `kafka` of another
+    cluster id (the clients keep using it alone): why the header and the README say to use the file."""
+    problems = "\n".join(cluster_problems(render_compose("cluster").config))
+    assert "CLUSTER_ID differs" in problems and "KAFKA_CONTROLLER_QUORUM_VOTERS differs" in problems
+    assert "bootstrap ['kafka:19092']" in problems
+
+
+def _broken_cluster(config: dict[str, Any], change: str) -> dict[str, Any]:
+    """The rendered cluster with one deliberate mistake."""
+    config = json.loads(json.dumps(config))
+    svc = config["services"]
+    if change == "two nodes":
+        del svc["kafka-3"]
+    elif change == "another cluster id":
+        svc["kafka-3"]["environment"]["CLUSTER_ID"] = "5L6g3nShT-eMCtK--X86sw"
+    elif change == "not a uuid":
+        for name in KAFKA_NODES:
+            svc[name]["environment"]["CLUSTER_ID"] = "fraudstream-cluster"
+    elif change == "voters differ":
+        svc["kafka-2"]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] = "1@kafka:9093,2@kafka-2:9093"
+    elif change == "a voter missing":
+        for name in KAFKA_NODES:
+            svc[name]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] = "1@kafka:9093,2@kafka-2:9093"
+    elif change == "voter on the client port":
+        for name in KAFKA_NODES:
+            svc[name]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] = "1@kafka:9093,2@kafka-2:9093,3@kafka-3:19092"
+    elif change == "duplicate node id":
+        svc["kafka-3"]["environment"]["KAFKA_NODE_ID"] = "2"
+    elif change == "controller only":
+        svc["kafka-2"]["environment"]["KAFKA_PROCESS_ROLES"] = "controller"
+    elif change == "advertises another node":
+        svc["kafka-3"]["environment"]["KAFKA_ADVERTISED_LISTENERS"] = "PLAINTEXT://kafka-2:19092,EXTERNAL://localhost:9094"
+    elif change == "external port not published":
+        svc["kafka-3"]["ports"][0]["published"] = "9095"
+    elif change == "same host port":
+        svc["kafka-3"]["ports"][0]["published"] = "9093"
+        svc["kafka-3"]["environment"]["KAFKA_ADVERTISED_LISTENERS"] = "PLAINTEXT://kafka-3:19092,EXTERNAL://localhost:9093"
+    elif change == "shared volume":
+        svc["kafka-3"]["volumes"][0]["source"] = "kafka-2-data"
+    elif change == "log in the container":
+        del svc["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+    elif change == "no healthcheck":
+        del svc["kafka-2"]["healthcheck"]
+    elif change == "offsets once":
+        svc["kafka"]["environment"]["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] = "1"
+    elif change == "transactions once":
+        svc["kafka-2"]["environment"]["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] = "1"
+    elif change == "transactions min isr 1":
+        svc["kafka-2"]["environment"]["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] = "1"
+    elif change == "min isr 3":
+        svc["kafka-3"]["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] = "3"
+    elif change == "default replication 1":
+        svc["kafka"]["environment"]["KAFKA_DEFAULT_REPLICATION_FACTOR"] = "1"
+    elif change == "bootstrap misses a broker":
+        svc["monitor"]["environment"]["FRAUDSTREAM_BOOTSTRAP"] = "kafka:19092,kafka-2:19092"
+    elif change == "bootstrap on the host port":
+        svc["retrain"]["environment"]["FRAUDSTREAM_BOOTSTRAP"] = "kafka:9092,kafka-2:9092,kafka-3:9092"
+    elif change == "topics replicated once":
+        svc["worker"]["environment"]["FRAUDSTREAM_REPLICATION_FACTOR"] = "1"
+    elif change == "topics auto":
+        svc["loadgen"]["environment"]["FRAUDSTREAM_REPLICATION_FACTOR"] = "auto"
+    elif change == "topic-init does not wait":
+        svc["topic-init"]["environment"]["FRAUDSTREAM_REPLICATION_FACTOR"] = "2"
+    elif change == "topic-init before kafka":
+        del svc["topic-init"]["depends_on"]["kafka"]
+    elif change == "client before topic-init":
+        del svc["monitor"]["depends_on"]["topic-init"]
+    else:
+        raise AssertionError(change)
+    return config
+
+
+BROKEN_CLUSTER = {
+    "two nodes": r"2 Kafka node\(s\), not 3",
+    "another cluster id": "CLUSTER_ID differs between the nodes",
+    "not a uuid": "CLUSTER_ID 'fraudstream-cluster' is not a base64 UUID",
+    "voters differ": "KAFKA_CONTROLLER_QUORUM_VOTERS differs between the nodes",
+    "a voter missing": r"the voters \['1', '2'\] are not the nodes \[1, 2, 3\]",
+    "voter on the client port": "voter 3 is kafka-3:19092, not kafka-3's controller listener",
+    "duplicate node id": "node ids are not distinct",
+    "controller only": "kafka-2: KAFKA_PROCESS_ROLES controller, not broker,controller",
+    "advertises another node": "kafka-3: advertises PLAINTEXT kafka-2:19092, not its own name",
+    "external port not published": r"kafka-3: advertises EXTERNAL \('localhost', 9094\), not the port it publishes",
+    "same host port": "the nodes share host ports",
+    "shared volume": "the nodes share data volumes",
+    "log in the container": "kafka: KAFKA_LOG_DIRS None is not on a named volume",
+    "no healthcheck": "kafka-2: no healthcheck",
+    "offsets once": "kafka: KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1, not 3",
+    "transactions once": "kafka-2: KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR=1, not 3",
+    "transactions min isr 1": "kafka-2: KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1, not 2",
+    "min isr 3": "kafka-3: KAFKA_MIN_INSYNC_REPLICAS=3, not 2",
+    "default replication 1": "kafka: KAFKA_DEFAULT_REPLICATION_FACTOR=1, not 3",
+    "bootstrap misses a broker": r"monitor: bootstrap \['kafka-2:19092', 'kafka:19092'\], not the brokers",
+    "bootstrap on the host port": "retrain: bootstrap .*kafka:9092.*, not the brokers",
+    "topics replicated once": "worker: creates topics with --replication-factor 1, not 3",
+    "topics auto": "loadgen: creates topics with --replication-factor auto, not 3",
+    "topic-init does not wait": r"topic-init waits for 2 broker\(s\), not 3",
+    "topic-init before kafka": "topic-init does not wait for kafka to be healthy",
+    "client before topic-init": "monitor does not wait for topic-init",
+}
+
+
+@pytest.mark.parametrize("change", sorted(BROKEN_CLUSTER))
+def test_cluster_checks_can_fail(change: str) -> None:
+    """Each check of ``cluster_problems`` catches its mistake in the real rendered cluster."""
+    config = render_cluster("cluster", "load", "gpu").config
+    problems = cluster_problems(_broken_cluster(config, change))
+    assert any(re.search(BROKEN_CLUSTER[change], p) for p in problems), problems
+
+
+def test_topic_init_waits_for_the_brokers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """topic-init creates nothing until as many brokers as --min-brokers (or the stated replication factor) are
+    alive; it gives up after --wait-s; with the defaults it does not ask."""
+    import time
+
+    import workers.topics
+    from ops.docker import init_topics
+    from schemas.errors import ConfigError
+
+    for name in ("FRAUDSTREAM_INIT_MIN_BROKERS", "FRAUDSTREAM_REPLICATION_FACTOR", "FRAUDSTREAM_INIT_WAIT_S"):
+        monkeypatch.delenv(name, raising=False)
+    calls: list[str] = []
+    answers: list[int | None] = []
+
+    def broker_count(settings: Any) -> int:
+        answer = answers.pop(0) if answers else 3
+        calls.append(f"count {answer}")
+        if answer is None:
+            raise ConfigError(f"cannot reach Kafka at {settings.bootstrap} (NoBrokersAvailable)")
+        return answer
+
+    def ensure_topics(settings: Any) -> dict[str, int]:
+        calls.append("create")
+        return {name: n for name, (n, _) in workers.topics.topic_specs(settings).items()}
+
+    monkeypatch.setattr(init_topics, "broker_count", broker_count)
+    monkeypatch.setattr(workers.topics, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    base = ["--bootstrap", "kafka:19092,kafka-2:19092,kafka-3:19092"]
+
+    answers[:] = [None, 1, 2, 3]
+    assert init_topics.main([*base, "--min-brokers", "3"]) == 0
+    assert calls == ["count None", "count 1", "count 2", "count 3", "create"]
+    assert "2 of 3 brokers alive" in capsys.readouterr().err
+
+    calls.clear()
+    answers[:] = [2, 3]
+    assert init_topics.main([*base, "--replication-factor", "3"]) == 0, "a stated factor waits as well"
+    assert calls == ["count 2", "count 3", "create"]
+
+    calls.clear()
+    answers[:] = [2, 2, 2]
+    assert init_topics.main([*base, "--min-brokers", "3", "--wait-s", "0"]) == 1
+    assert "create" not in calls
+    assert "has 2 broker(s) alive after 0 s; waited for 3" in capsys.readouterr().err
+
+    calls.clear()
+    assert init_topics.main(base) == 0
+    assert calls == ["create"], "one broker is enough by default: not asked"
+
+
+@pytest.mark.integration
+def test_topic_init_counts_live_brokers(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """On a real (single) broker: one broker alive, so --min-brokers 2 gives up without creating a topic."""
+    from ops.docker import init_topics
+    from workers.config import parse
+
+    for name in ("FRAUDSTREAM_INIT_MIN_BROKERS", "FRAUDSTREAM_REPLICATION_FACTOR"):
+        monkeypatch.delenv(name, raising=False)
+    prefix = f"init-{os.getpid()}-"
+    argv = ["--bootstrap", kafka_bootstrap, "--topic-transactions", f"{prefix}tx"]
+    assert init_topics.broker_count(parse(argv)) == 1
+    assert init_topics.main([*argv, "--min-brokers", "2", "--wait-s", "0"]) == 1
+    assert "has 1 broker(s) alive after 0 s; waited for 2" in capsys.readouterr().err
 
 
 # --- Prometheus and Grafana ------------------------------------------------------------------------

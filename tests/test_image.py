@@ -9,8 +9,9 @@ deliberate difference: pip may use its cache here (the Dockerfile sets ``PIP_NO_
 
 The resulting venv stands for the image's ``/opt/venv``. In it, with the final stage's ``ENV``
 and each compose service's environment: every command a compose service runs (its entrypoint +
-command, and its healthcheck, parsed from ``docker-compose config``) answers ``--help``; the
-trainer job trains a bundle for real; and, on the test broker (``integration``), topic-init
+command, and its healthcheck, as ``tests/compose/composecheck.py`` renders docker-compose.yml the
+way ``docker compose config`` does) answers ``--help``; the trainer job trains a bundle for real;
+and, on the test broker (``integration``), topic-init
 creates the topics, the load generator sends, and a worker starts, passes its compose healthcheck
 and exports every metric the Grafana dashboard queries.
 
