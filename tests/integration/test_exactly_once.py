@@ -72,22 +72,26 @@ def test_kill_9_mid_stream_scores_every_transaction_exactly_once(run: Run, histo
           f"scores at the end: aborted records and transaction markers, unseen by read_committed")
 
 
-def test_a_frozen_worker_is_fenced_and_nothing_is_scored_twice(run: Run, history: tuple[History, Labels]) -> None:
+def test_a_join_and_a_frozen_worker_fenced_score_nothing_twice(run: Run, history: tuple[History, Labels]) -> None:
+    """w1 alone, then w2 joins mid-stream (a rebalance with state), then w1 is frozen past its session
+    timeout with transactions open: w2 takes everything; w1 wakes up believing it still owns its partitions."""
     h, lab = history
     run.extra = EXACTLY_ONCE
     stream = list(events(h, lab))
-    half = len(stream) // 2
+    third = len(stream) // 3
     w1 = run.start("w1")
     w2 = None
     try:
         _wait_log(run, "w1", "transactions partitions assigned: [0, 1, 2, 3]")
-        w2 = run.start("w2")
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[:third]))
+        wait_for_scores(run, 1, None, isolation="read_committed")
+        w2 = run.start("w2")  # joins while w1 has transactions open
         _wait_log(run, "w2", "transactions partitions assigned: [")
-        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[:half]))
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[third:2 * third]))
         wait_for_scores(run, 1, None, isolation="read_committed")
         w1.send_signal(signal.SIGSTOP)  # frozen with its transactions open, past the session timeout
         _wait_log(run, "w2", "transactions partitions assigned: [0, 1, 2, 3]", timeout_s=60)
-        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[half:]))
+        produce(run.bootstrap, run.topics["transactions"], run.topics["labels"], iter(stream[2 * third:]))
         time.sleep(2)
         w1.send_signal(signal.SIGCONT)  # wakes up believing it still owns its partitions
         wait_for_scores(run, len(h), None, timeout_s=240, distinct=True, isolation="read_committed")
