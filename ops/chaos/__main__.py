@@ -5,6 +5,11 @@ labels flow; then every score is checked against the clean offline score.
 Prints a table per fault kind: faults, transactions, lost, duplicated, score mismatches, and the
 recovery time (fault -> the scores topic holds as many records as transactions had been produced
 when the fault hit: caught up again). Uses its own broker (it restarts it).
+
+With ``--brokers 3``: broker faults on a three-node cluster it starts itself (``ops/chaos/cluster.py``:
+the busiest leader killed -9, a broker stopped for 60 s, a broker frozen past the producers' request
+timeout, the active controller killed -9), under ``--guarantee at-least-once``, ``exactly-once`` or
+``both`` side by side, with a table per fault window.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import orjson
 from kafka import KafkaConsumer
 
 from ops.bench.kafka_io import end_total
+from ops.chaos import cluster as cluster_faults
 from ops.kafka import LocalBroker
 from ops.loadgen.replay import events, produce
 from schemas.bundle import load_bundle
@@ -104,7 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, required=True, help="model bundle (python -m trainer run --quick)")
     p.add_argument("--customers", type=int, default=300)
     p.add_argument("--days", type=int, default=60)
-    p.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {', '.join(FAULTS)}")
+    p.add_argument("--faults", default=None,
+                   help=f"comma list of {', '.join(FAULTS)}; with --brokers 3 of "
+                        f"{', '.join(cluster_faults.CLUSTER_FAULTS)} (default: all of the set)")
+    p.add_argument("--brokers", type=int, choices=[1, 3], default=1,
+                   help="1: worker and broker faults on one broker; 3: broker faults on a three-node cluster")
+    cl = p.add_argument_group("with --brokers 3")
+    cl.add_argument("--guarantee", choices=[*cluster_faults.GUARANTEES, "both"], default="both",
+                    help="the workers' --guarantee; both: one worker of each, side by side (default %(default)s)")
+    cl.add_argument("--rate", type=float, default=75.0,
+                    help="transactions a second, paced from the history (with its labels) while the faults run; "
+                         "the feeder stops after the last fault (default %(default)s)")
+    cl.add_argument("--down-s", type=float, default=20.0,
+                    help="seconds a killed node (leader-kill, controller-kill) stays down (default %(default)s)")
+    cl.add_argument("--stop-s", type=float, default=60.0,
+                    help="seconds a stopped broker (broker-stop) stays down (default %(default)s)")
+    cl.add_argument("--freeze-s", type=float, default=cluster_faults.REQUEST_TIMEOUT_S + 10,
+                    help="seconds a broker stays frozen (SIGSTOP), past the producers' 30 s request timeout "
+                         "(default %(default)s)")
+    cl.add_argument("--warmup-s", type=float, default=25.0, help="load before the first fault (default %(default)s)")
+    cl.add_argument("--settle-s", type=float, default=15.0,
+                    help="load after a node is back in sync, before the next fault (default %(default)s)")
+    cl.add_argument("--late-s", type=float, default=5.0,
+                    help="recovery ends when the outputs are no more than this many seconds behind the input "
+                         "(default %(default)s)")
+    cl.add_argument("--drain-timeout-s", type=float, default=240.0,
+                    help="how long the workers may take to catch up after a fault and at the end (default %(default)s)")
     p.add_argument("--interval", type=float, default=8.0, help="seconds between faults")
     p.add_argument("--chunks", type=int, default=12, help="the history is produced in this many timed chunks")
     p.add_argument("--seed", type=int, default=1)
@@ -112,10 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     random.seed(args.seed)
     args.bundle = load_bundle(args.bundle).path
+    if args.faults is None:
+        args.faults = ",".join(cluster_faults.CLUSTER_FAULTS if args.brokers > 1 else FAULTS)
     faults = [f for f in args.faults.split(",") if f]
     h = simulate(SimConfig(customers=args.customers, terminals=2 * args.customers, days=args.days, seed=args.seed))
     lab = labels_of(h)
     expected = offline_scores(h, lab, args.bundle / "model.onnx")
+    if args.brokers > 1:
+        return cluster_faults.run(args, h, lab, expected)
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        p.error(f"--faults: {', '.join(unknown)}: the faults on one broker are {', '.join(FAULTS)}")
     work = Path(tempfile.mkdtemp(prefix="fraudstream-chaos-"))
     chaos = Chaos(args, work)
     chaos.bootstrap = chaos.broker.start(port=0).bootstrap
