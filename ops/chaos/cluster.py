@@ -6,8 +6,10 @@ scores a simulated history that a paced feeder produces (``Feeder``: acks=all, i
 second's labels before its transactions) while the faults follow one another on the cluster:
 
 - ``leader-kill``: kill -9 of the broker leading the most partitions of the workers' topics
-  (transactions, scores, flags), restarted after ``--down-s`` (default 20 s);
-- ``broker-stop``: the busiest broker stopped with SIGTERM (controlled shutdown) for 60 s, restarted;
+  (transactions, scores, flags) other than the active controller, restarted after ``--down-s``
+  (default 20 s);
+- ``broker-stop``: the busiest broker other than the controller stopped with SIGTERM (controlled
+  shutdown) for 60 s, restarted;
 - ``broker-freeze``: the coordinator of the workers' consumer groups (their names are picked so that
   one broker coordinates them all) frozen with SIGSTOP for 40 s, past the workers' 30 s producer
   request timeout and their groups' session timeout, then SIGCONT;
@@ -506,8 +508,8 @@ class ClusterChaos:
             # harder case (heartbeats and offset commits hang with it, besides the produce requests).
             node = group_coordinator(self.cluster, self.pipelines[0].group)
             leads = Counter(lead for lead, _ in partitions(self.cluster, topics).values())[node]
-        else:
-            node, leads = busiest(self.cluster, topics)
+        else:  # not the controller: its loss is a fault of its own (controller-kill)
+            node, leads = busiest(self.cluster, topics, exclude=[self.cluster.controller()])
         f = Fault(kind, node, leads, time.monotonic(), feeder.produced)
         f.coordinates = [p.short for p in self.pipelines if group_coordinator(self.cluster, p.group) == node]
         f.was_controller = kind == "controller-kill" or self.cluster.controller() == node
