@@ -19,7 +19,14 @@ from collections import deque
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from workers.batch import Record, replay_of
 from workers.batching import QUIET_AFTER_S, BatchPolicy
@@ -106,7 +113,14 @@ class DirectConsumer:
         assert self.consumer is not None
         topic = self.s.topics.transactions
         if self.txns is None:
-            await self.consumer.commit({TopicPartition(topic, p): o for p, o in self.to_commit.items()})
+            try:
+                await self.consumer.commit({TopicPartition(topic, p): o for p, o in self.to_commit.items()})
+            except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError) as exc:
+                # The group moved on without us (a session expired while the coordinator or this process was
+                # frozen): the consumer rejoins at its next heartbeat, the revocation drops the partitions' state,
+                # and whoever owns them re-scores from the last commit (at-least-once: repeats, nothing lost).
+                log.warning("offset commit refused, the group is rebalancing (%r): %d partitions will be read "
+                            "again from their last commit", exc, len(self.to_commit))
         else:
             result = await self.txns.commit(dict(self.to_commit))
             self._start_rewind(result.rewind)

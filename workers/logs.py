@@ -1,7 +1,8 @@
 """Rate-limited library logs: while a broker is away, aiokafka and Faust log every failed connection,
 metadata request and fetch — thousands of lines a minute per worker, which bury the one line that
-says what is wrong. Each repeated message of those libraries (same logger, level and format string)
-is let through ``burst`` times per ``window_s``; the next one let through says how many were dropped.
+says what is wrong. Each repeated message of those libraries (same logger, level and text, arguments
+included: "coordinator 2 for group g" and "... for group g-labels" are two messages) is let through
+``burst`` times per ``window_s``; the next one let through says how many were dropped.
 
 The filter sits on the libraries' loggers themselves (not on a handler), so it holds whatever
 handlers Faust installs when it starts.
@@ -26,7 +27,11 @@ class RepeatLimit(logging.Filter):
         self.seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [window start, passed, dropped]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        key = (record.name, record.levelno, text)
         now = self.clock()
         entry = self.seen.get(key)
         if entry is None or now - entry[0] >= self.window_s:
@@ -36,7 +41,8 @@ class RepeatLimit(logging.Filter):
                 for k in sorted(self.seen, key=lambda k: self.seen[k][0])[:5_000]:
                     del self.seen[k]
             if dropped:
-                record.msg = f"{record.msg} [{dropped} more like this in the last {self.window_s:.0f}s were not logged]"
+                record.msg, record.args = f"{text} [{dropped} more like this in the last {self.window_s:.0f}s were " \
+                                          f"not logged]", None
             return True
         if entry[1] < self.burst:
             entry[1] += 1

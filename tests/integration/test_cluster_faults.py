@@ -7,8 +7,8 @@ second's labels, then its transactions):
 - a broker frozen with SIGSTOP for 40 s, past the worker's 30 s producer request timeout, under
   at-least-once: nothing lost, every score (duplicates included) the offline score; once a broker that
   leads some of the worker's partitions but neither coordinates its group nor controls the cluster, once
-  the group's coordinator (an xfail when the worker exits on a commit refused after its group's session
-  expired, a known worker bug that this race meets about three times in four: see ``KNOWN_EXIT``);
+  the group's coordinator (the worker's next offset commit is often refused, its session expired: it must
+  rejoin and re-read from its last commit, never exit);
 - the active controller killed with SIGKILL under exactly-once: as for the leader.
 
 The topics are replicated three times with min.insync.replicas 2 (the worker's ``--replication-factor``
@@ -266,23 +266,14 @@ def test_broker_frozen_past_the_request_timeout(cluster: LocalCluster, crun: Run
     _freeze(cluster, crun, history, expected, coordinator=False)
 
 
-# The one failure this test is known to meet, about three times in four here: after the freeze the group's new
-# coordinator has expired the worker's session; if the worker's next offset commit reaches it before a heartbeat
-# does (the heartbeat answer makes it rejoin), aiokafka raises CommitFailedError (UnknownMemberIdError), which
-# workers/consume.py (DirectConsumer.run) treats as fatal: the worker exits 1. Anything else fails the test.
-KNOWN_EXIT = "the worker stopped: consuming transactions: CommitFailedError"
-
-
 def test_group_coordinator_frozen_past_the_session_timeout(cluster: LocalCluster, crun: Run,
                                                           history: tuple[History, Labels],
                                                           expected: dict[str, float]) -> None:
-    try:
-        _freeze(cluster, crun, history, expected, coordinator=True)
-    except AssertionError:
-        if KNOWN_EXIT in crun.log("w1"):
-            pytest.xfail("the worker exited: a commit refused after its group's session expired (CommitFailedError) "
-                         "is fatal in workers/consume.py instead of a rejoin and a re-read from the last commit")
-        raise
+    """After the freeze the group's new coordinator has expired the worker's session: an offset commit that
+    reaches it before a heartbeat does is refused (CommitFailedError). The worker must rejoin and re-read from
+    its last commit, not exit."""
+    _freeze(cluster, crun, history, expected, coordinator=True)
+    assert "the worker stopped" not in crun.log("w1"), crun.log("w1")[-3000:]
 
 
 def test_controller_kill_9_exactly_once(cluster: LocalCluster, crun: Run, history: tuple[History, Labels],
