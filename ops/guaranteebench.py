@@ -3,16 +3,18 @@
 On one broker or a local three-node cluster (``--brokers 1|3``, started here unless ``--bootstrap``),
 the bench's simulated history (``ops.bench.toggle.bench_history``):
 
-1. **Drains.** One worker draining ``--drain`` pre-produced transactions (+ labels) under each setting,
-   interleaved ``--drain-runs`` times (the order rotated every run, after one uncounted warm-up drain):
-   at-least-once, exactly-once at each ``--commit-intervals`` (a transaction per input partition per
-   interval), all at the replication the brokers give (3, ``min.insync.replicas`` 2, on the cluster), and
-   on the cluster at-least-once with every topic at factor 1 (the worker always produces with
-   ``acks=all``). Throughput from the scores' timestamps, first to last (the rate the worker scores at;
-   under exactly-once they become visible at the next commit); worker CPU µs a transaction from /proc,
-   how many cores the worker kept busy, and the brokers' CPU when they were started here. A drain ends
-   when the scores topic's end offsets have reached the input and stopped moving (a commit interval and
-   more), so the last commit is counted.
+1. **Drains.** One worker draining ``--drain`` transactions (+ labels) of that history, produced once per
+   replication factor before any worker runs (so the load generator does not share the CPU with the
+   drain), under each setting, interleaved ``--drain-runs`` times (the order rotated every run, after one
+   uncounted warm-up drain), each with a fresh group and fresh outputs: at-least-once, exactly-once at
+   each ``--commit-intervals`` (a transaction per input partition per interval), all at the replication the
+   brokers give (3, ``min.insync.replicas`` 2, on the cluster), and on the cluster at-least-once with every
+   topic at factor 1 (the worker always produces with ``acks=all``). Throughput from the scores'
+   timestamps, first to last (the rate the worker scores at; under exactly-once they become visible at
+   the next commit); worker CPU µs a transaction from /proc, from the end of its start (its log says so)
+   to the moment the scores topic's end offsets reached the input and stopped moving (a commit interval
+   and more, so the last commit counts); how many cores the worker kept busy meanwhile; and the brokers'
+   CPU over the same span when they were started here.
 2. **Live latency.** A worker on fresh topics in live time (``ops.bench.run.latency``'s shape: the first 8
    days shifted to end now and scored, a 2 s warm step, then ``--latency-s`` at one offered rate for every
    setting, ``--latency-load`` of the slowest setting's median drain unless ``--latency-rate``). Two
@@ -51,9 +53,9 @@ from schemas.settings import add, positive_int
 ENV_GUARANTEE = "FRAUDSTREAM_GUARANTEE"
 ENV_FACTOR = "FRAUDSTREAM_REPLICATION_FACTOR"
 ENV_COMMIT = "FRAUDSTREAM_COMMIT_INTERVAL_MS"
-# The watcher's fetch wait: at kafka-python's 500 ms, a read_committed fetch here often came back only at its
-# deadline, adding ~0.5 s to at-least-once scores that were long appended; at 50 ms the watcher sees them
-# within a few ms of their append (idle fetches cost nothing that matters).
+# The watcher's fetch wait: at the clients' default 500 ms, a read_committed fetch here often came back only at its
+# deadline (kafka-python; seen as ~0.5 s between the append and the arrival of at-least-once scores); at 50 ms
+# a score arrives within a few ms of its append (idle fetches cost nothing that matters).
 FETCH_MAX_WAIT_MS = 50
 
 
@@ -261,6 +263,9 @@ def _proc_cpu(pids: Callable[[], list[int]]) -> Callable[[], float]:
 # -- the two measurements -------------------------------------------------------------------------------
 
 
+STARTED = ("labels partitions assigned", " ready in ")  # worker log lines: its start is over, the drain begins
+
+
 @dataclass
 class Bench:
     bootstrap: str
@@ -269,41 +274,66 @@ class Bench:
     n: int
     broker_pids: Callable[[], list[int]]
     prefix: str = field(default_factory=lambda: f"gb-{uuid.uuid4().hex[:8]}")
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # replication factor -> (tx, labels) topics
 
     def topics(self, kind: str) -> tuple[str, str, str]:
         tag = f"{self.prefix}-{kind}{uuid.uuid4().hex[:6]}"
         return tag, f"{tag}-in-tx", f"{tag}-in-labels"
 
+    def input(self, factor: str, h: Any, lab: Any) -> tuple[str, str]:
+        """The drains' input at ``factor``: the first ``n`` transactions (+ labels) produced once, unpaced, before
+        any worker runs (so that the load generator does not compete with the worker for the CPU)."""
+        if factor not in self.inputs:
+            from ops.bench import kafka_io
+            from ops.bench.run import PARTITIONS
+            from ops.loadgen.replay import events
+            from ops.loadgen.schedule import Schedule
+            from ops.loadgen.send import send
 
-def drain(b: Bench, h: Any, lab: Any, s: Setting, n: int | None = None, timeout_s: float = 180) -> DrainResult:
-    """One worker under ``s`` on empty input topics, joined and idle; then the first ``n`` (default ``b.n``)
-    transactions produced unpaced and drained."""
-    from ops.bench import kafka_io
-    from ops.bench.run import IDLE_S, PARTITIONS
+            _, tx, labels = self.topics(f"in-rf{factor}-")
+            with environ({ENV_FACTOR: factor}):
+                kafka_io.create_topics(self.bootstrap, [tx, labels], PARTITIONS)
+            sent = send(self.bootstrap, tx, labels, events(h, lab, 0, self.n), Schedule())
+            log(f"input at replication factor {factor}: {sent.transactions:,} transactions + {sent.labels:,} labels "
+                f"in {sent.seconds:.1f} s")
+            self.inputs[factor] = (tx, labels)
+        return self.inputs[factor]
+
+
+def wait_started(ws: Any, timeout_s: float = 60) -> bool:
+    """Until the worker's log says it has started (model loaded, app up, labels assigned): polled every 20 ms, so
+    that the CPU it spent starting can be told from the drain's."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and ws.alive():
+        text = ws.log(0).read_text(errors="replace") if ws.log(0).exists() else ""
+        if any(marker in text for marker in STARTED):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def drain(b: Bench, h: Any, lab: Any, s: Setting, timeout_s: float = 180) -> DrainResult:
+    """One worker under ``s``, a fresh group and fresh outputs, draining the pre-produced input of its replication
+    factor: CPU from the end of its start to the commit of its last score."""
+    from ops.bench.run import PARTITIONS
     from ops.bench.stats import drain_rate
     from ops.bench.workers_run import WorkerSet
-    from ops.loadgen.replay import events
-    from ops.loadgen.schedule import Schedule
-    from ops.loadgen.send import send
 
-    n = n or b.n
-    tag, tx, labels = b.topics("d")
+    tx, labels = b.input(s.factor, h, lab)
+    tag, _, _ = b.topics("d")
     brokers_cpu = _proc_cpu(b.broker_pids)
     with environ(s.env()):
-        kafka_io.create_topics(b.bootstrap, [tx, labels], PARTITIONS)
         ws = WorkerSet(b.bootstrap, b.bundle, tx, labels, tag, b.work / "logs", partitions=PARTITIONS,
                        die_with_parent=True)
         ws.start(1)
     try:
-        if not ws.wait_assigned(60):
-            raise RuntimeError(f"{s.name}: the worker did not get partitions:\n{ws.tail()}")
-        time.sleep(IDLE_S)
+        if not wait_started(ws):
+            raise RuntimeError(f"{s.name}: the worker did not start:\n{ws.tail()}")
         cpu1, bcpu1, t1 = ws.cpu_seconds(), brokers_cpu(), time.monotonic()
-        send(b.bootstrap, tx, labels, events(h, lab, 0, n), Schedule())
-        ends, (cpu2, bcpu2, t2) = settle(b.bootstrap, ws.scores_topic, n, s.commit_ms / 1000 + 1.0, timeout_s,
+        ends, (cpu2, bcpu2, t2) = settle(b.bootstrap, ws.scores_topic, b.n, s.commit_ms / 1000 + 1.0, timeout_s,
                                          ws.alive, lambda: (ws.cpu_seconds(), brokers_cpu(), time.monotonic()))
-        if ends < n:
-            log(f"{s.name}: only {ends}/{n} offsets in the scores topic; worker log tail:\n{ws.tail()}")
+        if ends < b.n:
+            log(f"{s.name}: only {ends}/{b.n} offsets in the scores topic; worker log tail:\n{ws.tail()}")
     finally:
         ws.stop()
     recs = read_committed(b.bootstrap, ws.scores_topic)
@@ -313,40 +343,50 @@ def drain(b: Bench, h: Any, lab: Any, s: Setting, n: int | None = None, timeout_
                     (bcpu2 - bcpu1) / got * 1e6, len(recs), len(ids), ends - len(recs),
                     (cpu2 - cpu1) / max(t2 - t1, 1e-9))
     log(f"{s.name}: {r.tx_per_s:,.0f} tx/s, worker {r.cpu_us_per_tx:.1f} µs/tx ({r.worker_cores:.2f} cores), brokers "
-        f"{r.broker_cpu_us_per_tx:.1f} µs/tx, {r.scores} scores ({r.distinct} distinct of {n}), {r.markers} markers")
+        f"{r.broker_cpu_us_per_tx:.1f} µs/tx, {r.scores} scores ({r.distinct} distinct of {b.n}), {r.markers} markers")
     return r
 
 
 def _watch(bootstrap: str, topic: str, out: str, count: Any, stop: Any) -> None:
-    """Child process: read ``topic`` with read_committed from the start, stamping each poll's records with the
-    wall clock of their arrival; on ``stop``, write ``{tx_id: first arrival ms}`` to ``out``."""
-    from kafka import KafkaConsumer, TopicPartition
+    """Child process: read ``topic`` with read_committed from the start (aiokafka: its record parsing is compiled,
+    so the watcher keeps up on a small machine), stamping each fetch's records with the wall clock of their
+    arrival; on ``stop``, write ``{tx_id: first arrival ms}`` to ``out``."""
+    import asyncio
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             isolation_level="read_committed", max_poll_records=10000,
-                             fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
-    parts: list[Any] = []
-    while not parts and not stop.is_set():
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
-        if not parts:
-            time.sleep(0.1)
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    got: list[tuple[int, list[bytes]]] = []
-    while not stop.is_set():
-        polled = consumer.poll(timeout_ms=100)
-        now = int(time.time() * 1000)
-        values = [r.value for recs in polled.values() for r in recs]
-        if values:
-            got.append((now, values))
-            with count.get_lock():
-                count.value += len(values)
-    consumer.close()
-    first: dict[str, int] = {}
-    for ms, values in got:
-        for v in values:
-            first.setdefault(orjson.loads(v)["tx_id"], ms)
-    Path(out).write_bytes(orjson.dumps(first))
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> dict[str, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                    isolation_level="read_committed", max_poll_records=10000,
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS, fetch_min_bytes=1)
+        await consumer.start()
+        got: list[tuple[int, list[bytes]]] = []
+        try:
+            parts: list[Any] = []
+            while not parts and not stop.is_set():
+                parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+                if not parts:
+                    await consumer._client.force_metadata_update()
+                    await asyncio.sleep(0.1)
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            while not stop.is_set():
+                polled = await consumer.getmany(timeout_ms=100)
+                now = int(time.time() * 1000)
+                values = [r.value for recs in polled.values() for r in recs]
+                if values:
+                    got.append((now, values))
+                    with count.get_lock():
+                        count.value += len(values)
+        finally:
+            await consumer.stop()
+        first: dict[str, int] = {}
+        for ms, batch in got:
+            for v in batch:
+                first.setdefault(orjson.loads(v)["tx_id"], ms)
+        return first
+
+    Path(out).write_bytes(orjson.dumps(asyncio.run(run())))
 
 
 class Watcher:
@@ -505,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"kafka at {boot}")
         b = Bench(boot, a.bundle, work, n, pids)
         log("warm-up drain (not counted): the JVMs' first drain after a start is the slowest")
-        drain(b, h, lab, drains_of[0], min(n, 20_000))
+        drain(b, h, lab, drains_of[0])
         results = []
         for s in interleaved(drains_of, a.drain_runs):
             results.append(drain(b, h, lab, s))
