@@ -151,6 +151,8 @@ class Metrics:
         self.txn_aborted = Counter("fraudstream_kafka_transactions_aborted", "exactly-once: transactions aborted "
                                    "(a send or the commit failed, or the producer was fenced), each rewinding its "
                                    "partition to its last commit", ["cause"], registry=r)
+        for cause in ("failed", "fenced"):  # exported from the start, at 0 (a scrape sees the series exist)
+            self.txn_aborted.labels(cause)
         self.state = Gauge("fraudstream_state_entries", "entries in each per-key state structure of the worker",
                            ["structure"], registry=r)
         self.drift_psi = Gauge("fraudstream_drift_psi", "PSI of a monitored feature (feature=\"score\": the score) "
