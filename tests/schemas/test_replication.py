@@ -35,5 +35,7 @@ def test_worker_flags_for_replication_and_the_guarantee() -> None:
     assert s.replication_factor == 3 and s.exactly_once
     d = parse([])
     assert d.replication_factor == AUTO and not d.exactly_once
+    assert s.commit_interval_ms == 100 and d.commit_interval_ms == 1000  # exactly-once commits more often
+    assert parse(["--guarantee", "exactly-once", "--commit-interval-ms", "500"]).commit_interval_ms == 500
     with pytest.raises(ConfigError, match="--guarantee 'exactly_once': choose one of at-least-once, exactly-once"):
         parse(["--guarantee", "exactly_once"])
