@@ -36,6 +36,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -511,6 +512,7 @@ def kafka(a: argparse.Namespace, work: Path) -> Iterator[tuple[str, Callable[[],
             yield boot, lambda: [i.pid for i in [broker.info()] if i and i.pid]
         finally:
             broker.stop()
+            shutil.rmtree(work / "kafka", ignore_errors=True)  # GBs of topic data; the worker logs stay
         return
     from ops.kafka.cluster import LocalCluster
 
@@ -520,6 +522,7 @@ def kafka(a: argparse.Namespace, work: Path) -> Iterator[tuple[str, Callable[[],
         yield boot, lambda: [n.pid for n in cluster.nodes.values() if n.pid]
     finally:
         cluster.stop()
+        shutil.rmtree(work / "cluster", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"read_committed consumer):\n\n{latency_table(lat)}\n", flush=True)
             report["latency"] = lat
     report["seconds"] = time.monotonic() - started
-    print(f"done in {report['seconds']:.0f} s")
+    print(f"done in {report['seconds']:.0f} s; the workers' logs are in {work / 'logs'}")
     if a.json:
         a.json.write_text(json.dumps(report, indent=1, default=str))
     return 0
