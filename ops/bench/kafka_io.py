@@ -70,10 +70,11 @@ def read_records(bootstrap: str, topic: str) -> list[Any]:
         ends = consumer.end_offsets(parts)
         todo = {tp for tp in parts if ends[tp] > 0}
         while todo:
-            for tp, recs in consumer.poll(timeout_ms=500).items():
+            for recs in consumer.poll(timeout_ms=500).values():
                 out.extend(recs)
-                if recs and recs[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
+            # By position, not by the last record's offset: on a transactional topic the last offset is a
+            # commit marker, never returned as a record.
+            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
     finally:
         consumer.close()
     return out
