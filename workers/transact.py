@@ -60,7 +60,6 @@ class Transactions:
         self.s, self.metrics = s, metrics
         self.owned: set[int] = set()         # partitions assigned to this worker
         self.parts: dict[int, _Partition] = {}  # their producers (one missing: started again at its next use)
-        self.aborted = 0                     # transactions aborted (each rewinds its partition)
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.s.group_id}-{self.s.topics.transactions}-{partition}"
@@ -115,10 +114,10 @@ class Transactions:
         return acked
 
     async def _send(self, partition: int, records: list[Out]) -> list[int]:
-        if partition not in self.owned:  # revoked while the batch was decided: nothing of it may be committed
-            return [int(time.time() * 1000)] * len(records)
+        """Send in the partition's transaction. Not sent (stamped now, never committed): a partition revoked
+        while the batch was decided, or one whose transaction already failed."""
         part = self.parts.get(partition)
-        if part is None or part.failed is None:
+        if partition in self.owned and (part is None or part.failed is None):
             try:
                 part = await self._producer(partition)
                 await self._begin(part)
@@ -155,7 +154,6 @@ class Transactions:
             if outcome is None:
                 committed[p] = offset
             elif isinstance(outcome, Exception):
-                self.aborted += 1
                 fenced = isinstance(outcome, ProducerFenced)
                 if self.metrics is not None:
                     self.metrics.txn_aborted.labels("fenced" if fenced else "failed").inc()
